@@ -1,0 +1,1 @@
+"""Catalog: the index of recorded lessons (see issue: catalog)."""

@@ -1,0 +1,1 @@
+"""Recorder: archives a live room to object storage (see issue: recorder)."""

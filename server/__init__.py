@@ -1,0 +1,1 @@
+"""ClassCast service: the composition root (relay, API, pages, CLI)."""

@@ -1,0 +1,219 @@
+"""The relay: turns WHIP/WHEP offers into peer sessions wired to rooms.
+
+A publisher's receivers hand complete encoded frames to the room's tracks (no decoding); a
+subscriber's senders repacketize nothing and encode nothing (see `server.passthrough`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiortc import RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import InternalError, InvalidAccessError, OperationError
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from server import ice, sdp
+from server.errors import Conflict, NotFound, Unprocessable
+from server.forwarder import SubscriberTrack, same_codec
+from server.metrics import RelayMetrics
+from server.passthrough import FrameAssembler, attach_receiver, attach_sender, request_keyframe
+from server.rooms import Room, RoomInfo, Rooms
+from server.sessions import PeerSession, Role
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    session: PeerSession
+    sdp: str
+
+
+class Relay:
+    def __init__(self, settings: Settings, metrics: RelayMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        relay = settings.relay
+        self.rooms = Rooms(video_queue=relay.video_queue_frames,
+                           audio_queue=relay.audio_queue_frames,
+                           keyframe_interval_s=relay.keyframe_interval_s, telemetry=metrics)
+        self.sessions: dict[str, PeerSession] = {}
+        metrics.bind_counts(
+            rooms_live=lambda: sum(1 for r in self.rooms if r.live),
+            publishers=lambda: sum(len(r.publishers) for r in self.rooms),
+            subscribers=lambda: sum(len(r.subscribers) for r in self.rooms))
+
+    # --- publish ----------------------------------------------------------------------------
+    async def publish(self, room_name: str, offer_text: str, subject: str) -> Answer:
+        offer = sdp.parse_offer(offer_text)
+        sdp.require_publishable(offer)
+        room = self.rooms.get(room_name)
+        if room is not None and room.main_publisher is not None:
+            raise Conflict(f"room {room_name!r} already has a teacher publishing; end that "
+                           "session first (DELETE its Location)")
+        session = PeerSession(room_name, Role.PUBLISHER, subject,
+                              self._settings.ice.connect_timeout_s)
+        room = self.rooms.get_or_create(room_name)
+        room.publishers.append(session)
+        self.sessions[session.id] = session
+        generations: dict[str, int] = {}
+
+        async def closed(session: PeerSession) -> None:
+            await self._publisher_closed(session, generations)
+
+        session.on_close(closed)
+        try:
+            wiring: list[tuple[RTCRtpTransceiver, RTCRtpCodecParameters]] = []
+            for m in offer.media:
+                assert m.codec is not None
+                transceiver = session.pc.addTransceiver(m.kind, direction="recvonly")
+                transceiver.setCodecPreferences(sdp.capabilities(m.codec))
+                wiring.append((transceiver, m.codec))
+            answer = await self._negotiate(session, sdp.without_bandwidth_feedback(offer.text))
+            for transceiver, codec in wiring:
+                generations[transceiver.kind] = self._feed(room, transceiver, codec)
+        except BaseException:
+            await session.close("rejected")
+            raise
+        if room.live_since is None:
+            room.live_since = time.time()
+        session.start_watchdog()
+        logger.info("room %s: teacher %s publishing (%s)", room_name, session.id[:8],
+                    ", ".join(f"{m.kind} {m.codec.mimeType}" for m in offer.media if m.codec))
+        return Answer(session, sdp.with_opus_fec(answer))
+
+    def _feed(self, room: Room, transceiver: RTCRtpTransceiver,
+              codec: RTCRtpCodecParameters) -> int:
+        """Route a publisher transceiver's frames into the room track; returns the generation."""
+        track = room.tracks[transceiver.kind]
+        receiver = transceiver.receiver
+        if track.codec is not None and not same_codec(track.codec, codec):
+            logger.info("room %s: teacher switched %s codec to %s; classrooms must rejoin",
+                        room.name, transceiver.kind, codec.mimeType)
+            for sub in list(room.subscribers.values()):
+                sub.begin_close("codec_changed")
+        async def keyframe() -> None:
+            if assembler.media_ssrc is not None:
+                await request_keyframe(receiver, assembler.media_ssrc)
+
+        generation = track.attach_source(codec, keyframe)
+        assembler = FrameAssembler(transceiver.kind, codec.name,
+                                   lambda frame: track.push(frame, generation),
+                                   loss_wait_s=self._settings.relay.loss_wait_s)
+        attach_receiver(receiver, assembler)
+        return generation
+
+    async def _publisher_closed(self, session: PeerSession, generations: dict[str, int]) -> None:
+        self.sessions.pop(session.id, None)
+        self._metrics.session_closed("publisher", session.close_cause or "unknown")
+        room = self.rooms.get(session.room)
+        if room is None:
+            return
+        if session in room.publishers:
+            room.publishers.remove(session)
+        for kind, generation in generations.items():
+            room.tracks[kind].detach_source(generation)
+        if not room.live:
+            room.live_since = None
+        await self.rooms.discard_if_idle(room)
+
+    # --- subscribe --------------------------------------------------------------------------
+    async def subscribe(self, room_name: str, offer_text: str, subject: str) -> Answer:
+        started = time.monotonic()
+        offer = sdp.parse_offer(offer_text)
+        sdp.require_playable(offer)
+        room = self.rooms.get(room_name)
+        if room is None or not room.live:
+            raise Conflict(f"the lesson in room {room_name!r} has not started yet; try again "
+                           "shortly", headers={"Retry-After": str(self._settings.relay.retry_after_s)})
+        session = PeerSession(room_name, Role.SUBSCRIBER, subject,
+                              self._settings.ice.connect_timeout_s)
+        room.subscribers[session.id] = session
+        self.sessions[session.id] = session
+        tracks: list[SubscriberTrack] = []
+
+        async def closed(session: PeerSession) -> None:
+            await self._subscriber_closed(session, tracks)
+
+        session.on_close(closed)
+        try:
+            for m in offer.media:
+                room_track = room.tracks[m.kind]
+                if room_track.codec is None or any(t.kind == m.kind for t in tracks):
+                    session.pc.addTransceiver(m.kind, direction="inactive")
+                    continue
+                on_first = (lambda: self._metrics.first_frame(time.monotonic() - started)
+                            ) if m.kind == "video" else None
+                track = room_track.subscribe(on_first_frame=on_first)
+                tracks.append(track)
+                transceiver = session.pc.addTransceiver(track, direction="sendonly")
+                transceiver.setCodecPreferences(sdp.capabilities(room_track.codec))
+                attach_sender(transceiver.sender, track, track.request_keyframe)
+            answer = await self._negotiate(session, offer.text)
+        except BaseException:
+            await session.close("rejected")
+            raise
+        session.start_watchdog()
+        return Answer(session, answer)
+
+    async def _subscriber_closed(self, session: PeerSession,
+                                 tracks: list[SubscriberTrack]) -> None:
+        self.sessions.pop(session.id, None)
+        self._metrics.session_closed("subscriber", session.close_cause or "unknown")
+        for track in tracks:
+            track.stop()
+        room = self.rooms.get(session.room)
+        if room is None:
+            return
+        room.subscribers.pop(session.id, None)
+        await self.rooms.discard_if_idle(room)
+
+    # --- common -----------------------------------------------------------------------------
+    async def _negotiate(self, session: PeerSession, offer_text: str) -> str:
+        pc = session.pc
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_text, "offer"))
+        except (OperationError, InvalidAccessError, InternalError, ValueError) as exc:
+            raise Unprocessable(f"the offer cannot be negotiated: {exc or type(exc).__name__}; "
+                                "the relay forwards the teacher's codec unchanged, so the "
+                                "player must support it") from exc
+        with ice.host_addresses(self._settings.ice.addresses):
+            await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
+    def session(self, room: str, session_id: str, role: Role) -> PeerSession:
+        session = self.sessions.get(session_id)
+        if session is None or session.room != room or session.role is not role:
+            raise NotFound(f"no {role} session {session_id!r} in room {room!r}; it may have "
+                           "ended already")
+        return session
+
+    async def trickle(self, session: PeerSession, fragment: sdp.SdpFragment) -> None:
+        for candidate in fragment.candidates:
+            if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+                candidate.sdpMLineIndex = 0
+            try:
+                await session.pc.addIceCandidate(candidate)
+            except (ValueError, OperationError, InvalidAccessError):
+                continue  # unusable candidates are dropped silently
+        if fragment.end_of_candidates:
+            await session.pc.addIceCandidate(None)
+
+    def room_info(self, name: str) -> RoomInfo:
+        room = self.rooms.get(name)
+        if room is None:
+            raise NotFound(f"room {name!r} has no lesson now")
+        return room.info()
+
+    def room_infos(self) -> list[RoomInfo]:
+        return sorted((room.info() for room in self.rooms), key=lambda r: r.name)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close("shutdown") for s in list(self.sessions.values())),
+                             return_exceptions=True)
+        for room in self.rooms:
+            await room.close()

@@ -1,0 +1,120 @@
+"""Rooms: one live lesson channel each, with its publishers, subscribers and media lines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from server.forwarder import RelayTelemetry, RoomTrack
+from server.sessions import PeerSession
+
+KINDS = ("audio", "video")
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    kind: str
+    codec: str | None
+    live: bool
+    subscribers: int
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    subject: str
+    state: str
+    connected_for_s: float | None
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    """What `GET /api/rooms/{room}` shows (a frozen snapshot, safe to serialize)."""
+
+    name: str
+    live: bool
+    live_since: float | None
+    publishers: tuple[SessionInfo, ...]
+    subscribers: tuple[SessionInfo, ...]
+    tracks: tuple[TrackInfo, ...]
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self.subscribers)
+
+
+class Room:
+    def __init__(self, name: str, *, video_queue: int, audio_queue: int,
+                 keyframe_interval_s: float, telemetry: RelayTelemetry) -> None:
+        self.name = name
+        self.publishers: list[PeerSession] = []
+        self.subscribers: dict[str, PeerSession] = {}
+        self.live_since: float | None = None
+        self.tracks = {kind: RoomTrack(kind, video_queue=video_queue, audio_queue=audio_queue,
+                                       keyframe_interval_s=keyframe_interval_s,
+                                       telemetry=telemetry)
+                       for kind in KINDS}
+
+    @property
+    def main_publisher(self) -> PeerSession | None:
+        return self.publishers[0] if self.publishers else None
+
+    @property
+    def live(self) -> bool:
+        return any(track.live for track in self.tracks.values())
+
+    @property
+    def idle(self) -> bool:
+        return not self.publishers and not self.subscribers
+
+    def info(self) -> RoomInfo:
+        now = time.monotonic()
+
+        def session(s: PeerSession) -> SessionInfo:
+            return SessionInfo(s.id, s.subject, s.state,
+                               None if s.connected_at is None else round(now - s.connected_at, 1))
+
+        return RoomInfo(
+            name=self.name, live=self.live,
+            live_since=self.live_since,
+            publishers=tuple(session(s) for s in self.publishers),
+            subscribers=tuple(session(s) for s in self.subscribers.values()),
+            tracks=tuple(TrackInfo(kind, t.codec.mimeType if t.codec else None, t.live,
+                                   t.subscriber_count) for kind, t in self.tracks.items()))
+
+    async def close(self) -> None:
+        for track in self.tracks.values():
+            await track.close()
+
+
+class Rooms:
+    """The registry of rooms that have a publisher or subscribers now."""
+
+    def __init__(self, *, video_queue: int, audio_queue: int, keyframe_interval_s: float,
+                 telemetry: RelayTelemetry) -> None:
+        self._rooms: dict[str, Room] = {}
+        self._options = dict(video_queue=video_queue, audio_queue=audio_queue,
+                             keyframe_interval_s=keyframe_interval_s)
+        self._telemetry = telemetry
+
+    def get(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    def get_or_create(self, name: str) -> Room:
+        room = self._rooms.get(name)
+        if room is None:
+            room = Room(name, telemetry=self._telemetry, **self._options)  # type: ignore[arg-type]
+            self._rooms[name] = room
+        return room
+
+    async def discard_if_idle(self, room: Room) -> None:
+        if room.idle and self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+            await room.close()
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(list(self._rooms.values()))
+
+    def __len__(self) -> int:
+        return len(self._rooms)
