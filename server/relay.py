@@ -124,12 +124,13 @@ class Relay:
     # --- subscribe --------------------------------------------------------------------------
     async def subscribe(self, room_name: str, offer_text: str, subject: str) -> Answer:
         started = time.monotonic()
+        room = self.rooms.get(room_name)
+        if room is None or not room.live:  # checked first: cheap for classrooms that poll
+            raise Conflict(f"the lesson in room {room_name!r} has not started yet; try again "
+                           "shortly",
+                           headers={"Retry-After": str(self._settings.relay.retry_after_s)})
         offer = sdp.parse_offer(offer_text)
         sdp.require_playable(offer)
-        room = self.rooms.get(room_name)
-        if room is None or not room.live:
-            raise Conflict(f"the lesson in room {room_name!r} has not started yet; try again "
-                           "shortly", headers={"Retry-After": str(self._settings.relay.retry_after_s)})
         session = PeerSession(room_name, Role.SUBSCRIBER, subject,
                               self._settings.ice.connect_timeout_s)
         room.subscribers[session.id] = session

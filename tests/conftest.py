@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
 from server import settings as settings_mod
 from server.app import create_app
@@ -57,8 +59,8 @@ class Peers:
         if video:
             vtrack = PatternVideoTrack()
             t = pc.addTransceiver(vtrack, direction="sendonly")
-            caps = [c for c in RTCRtpSenderCaps.video() if c.mimeType == codec]
-            t.setCodecPreferences(caps)
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            t.setCodecPreferences([c for c in caps if c.mimeType in (codec, "video/rtx")])
         if audio:
             pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
         session = WhipSession(self.url(f"/whip/{room}"), self.token("teacher", room),
@@ -82,6 +84,7 @@ class Peers:
                               ice_addresses=LOOPBACK, pc=pc)
         self.sessions.append(session)
         await session.start()
+        await eventually(lambda: len(counters) == 2, what="both tracks")
         return session, counters
 
     async def close(self) -> None:
@@ -89,11 +92,14 @@ class Peers:
             await s.close()
 
 
-class RTCRtpSenderCaps:
-    @staticmethod
-    def video() -> list:  # type: ignore[type-arg]
-        from aiortc import RTCRtpSender
-        return [c for c in RTCRtpSender.getCapabilities("video").codecs]
+async def eventually(predicate: Callable[[], bool], timeout: float = 15.0,
+                     what: str = "condition") -> None:
+    """Poll `predicate` until it holds (a bounded wait on observable state, not a sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -1,21 +1,138 @@
-"""Real aiortc peers over UDP on loopback, through the WHIP/WHEP endpoints."""
+"""The relay end to end: real aiortc peers over UDP on loopback, through WHIP/WHEP."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-from tests.conftest import Peers
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from server import settings as settings_mod
+from server.app import create_app
+from server.whip import RELAY_KEY
+from tests.conftest import LOOPBACK, Peers, eventually
 
 
 @pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])
 async def test_frames_reach_every_subscriber_in_order(peers: Peers, codec: str) -> None:
     await peers.publish("maths-1", codec=codec)
-    subs = [await peers.subscribe("maths-1") for _ in range(2)]
+    subs = [await peers.subscribe("maths-1") for _ in range(3)]
     for _, counters in subs:
-        while "video" not in counters or "audio" not in counters:
-            import asyncio
-            await asyncio.sleep(0.05)
         await counters["video"].wait_for(30)
         await counters["audio"].wait_for(50)
-        pts = counters["video"].pts
-        assert pts == sorted(pts) and len(set(pts)) == len(pts)
+        for kind in ("video", "audio"):
+            pts = counters[kind].pts
+            assert pts == sorted(pts), f"{kind} frames out of order"
+            assert len(set(pts)) == len(pts), f"{kind} frames repeated"
+        assert set(counters["video"].sizes) == {(320, 240)}
+    relay = peers.client.app[RELAY_KEY]
+    assert relay.room_info("maths-1").subscriber_count == 3
+
+
+async def test_late_joiner_starts_at_a_keyframe(peers: Peers) -> None:
+    _, vtrack = await peers.publish("late")
+    _, first = await peers.subscribe("late")
+    await first["video"].wait_for(45)  # the lesson has been running for a while
+    _, late = await peers.subscribe("late")
+    await late["video"].wait_for(30)
+    # the late classroom decoded every frame it was given: it started at a keyframe
+    relay = peers.client.app[RELAY_KEY]
+    room = relay.rooms.get("late")
+    assert room is not None
+    assert room.tracks["video"].subscriber_count == 2
+
+
+async def test_teacher_leaves_and_returns_subscribers_resume(peers: Peers) -> None:
+    teacher, _ = await peers.publish("physics")
+    classroom, counters = await peers.subscribe("physics")
+    await counters["video"].wait_for(20)
+    await teacher.close()
+    relay = peers.client.app[RELAY_KEY]
+    await eventually(lambda: not relay.room_info("physics").live, what="room not live")
+    assert classroom.pc.connectionState == "connected"
+    before = counters["video"].count
+    await peers.publish("physics")  # the teacher reconnects
+    await counters["video"].wait_for(before + 30)
+    await counters["audio"].wait_for(counters["audio"].count + 20)
+    assert classroom.pc.connectionState == "connected"
+    pts = counters["video"].pts
+    assert pts == sorted(pts), "timestamps went backwards across the reconnect"
+
+
+async def test_subscriber_that_never_connects_is_bounded_and_closed(
+        aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path,
+        token: Callable[..., str]) -> None:
+    settings = settings_mod.build(data_dir=str(tmp_path / "d"), ice__addresses=LOOPBACK,
+                                  ice__connect_timeout_s=3.0, relay__video_queue_frames=20)
+    client = await aiohttp_client(create_app(settings))
+    from server.http import ISSUER_KEY
+    from server.tokens import Role
+
+    def mint(role: str, room: str | None = None) -> str:
+        return client.app[ISSUER_KEY].mint(Role(role), room)
+
+    peers = Peers(client, mint)
+    try:
+        await peers.publish("stall")
+        _, healthy = await peers.subscribe("stall")
+        stalled, _ = await peers.subscribe("stall")
+        await stalled.pc.close()  # gone without a DELETE and without a goodbye on the wire
+        relay = client.app[RELAY_KEY]
+        room = relay.rooms.get("stall")
+        assert room is not None
+        start = healthy["video"].count
+        await healthy["video"].wait_for(start + 60)  # the others keep getting every frame
+        assert all(t.queued <= 20 for t in room.tracks["video"]._subscribers)
+        await eventually(lambda: len(relay.room_info("stall").subscribers) == 1, timeout=30,
+                         what="stalled subscriber removed")
+    finally:
+        await peers.close()
+
+
+async def test_delete_ends_sessions_and_the_lesson(peers: Peers) -> None:
+    teacher, _ = await peers.publish("chem")
+    classroom, counters = await peers.subscribe("chem")
+    await counters["video"].wait_for(10)
+    relay = peers.client.app[RELAY_KEY]
+    await classroom.close()
+    await eventually(lambda: relay.room_info("chem").subscriber_count == 0)
+    await teacher.close()
+    await eventually(lambda: relay.rooms.get("chem") is None, what="room discarded")
+    assert relay.sessions == {}
+    resp = await peers.client.post("/whep/chem", data="v=0\r\n", headers={
+        "Content-Type": "application/sdp",
+        "Authorization": f"Bearer {peers.token('classroom', 'chem')}"})
+    assert resp.status == 409
+
+
+async def test_api_and_metrics_describe_the_live_room(peers: Peers) -> None:
+    await peers.publish("bio")
+    subs = [await peers.subscribe("bio") for _ in range(2)]
+    for _, counters in subs:
+        await counters["video"].wait_for(30)
+    admin = peers.token("admin")
+    resp = await peers.client.get("/api/rooms", headers={"Authorization": f"Bearer {admin}"})
+    assert resp.status == 200
+    rooms = (await resp.json())["rooms"]
+    assert [r["name"] for r in rooms] == ["bio"]
+    assert rooms[0]["live"] is True and rooms[0]["subscriber_count"] == 2
+    assert {t["kind"]: t["codec"] for t in rooms[0]["tracks"]} == {
+        "audio": "audio/opus", "video": "video/H264"}
+    resp = await peers.client.get("/api/rooms/bio",
+                                  headers={"Authorization": f"Bearer {peers.token('classroom', 'bio')}"})
+    assert resp.status == 200 and (await resp.json())["name"] == "bio"
+
+    text = await (await peers.client.get("/metrics")).text()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("classcast_relay_rooms_live", ())] == 1
+    assert samples[("classcast_relay_publishers", ())] == 1
+    assert samples[("classcast_relay_subscribers", ())] == 2
+    assert samples[("classcast_relay_forwarded_packets_total", (("kind", "video"),))] > 60
+    assert samples[("classcast_relay_forwarded_bytes_total", (("kind", "audio"),))] > 0
+    assert samples[("classcast_relay_keyframe_requests_total", (("reason", "join"),))] >= 1
+    assert samples[("classcast_relay_join_latency_seconds_count", ())] == 2
+    health = await (await peers.client.get("/healthz")).json()
+    assert health["status"] == "ok" and health["rooms"] == 1

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages ClassCast needs on Debian (run as root): ffmpeg/ffprobe for ingest and
+# recording, Chromium for the browser tests. Installs only what is missing.
+set -euo pipefail
+need=()
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+if [ "${CLASSCAST_WITH_BROWSER:-0}" = "1" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = "0" ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi

@@ -1,0 +1,157 @@
+"""`classcast`: serve, demo, token, ingest. The only place that configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from server import settings as settings_mod
+from server.app import create_app
+from server.errors import ClassCastError
+from server.ingest import DEMO_SOURCE, IngestError, IngestOptions, ingest
+from server.settings import Settings
+from server.tokens import Role, TokenIssuer, load_or_create_secret, parse_ttl
+
+logger = logging.getLogger("classcast")
+
+DEMO_ROOM = "demo"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="classcast", description="ClassCast live lessons.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="Run the service.")
+    settings_mod.add_arguments(serve)
+
+    demo = sub.add_parser("demo", help="Run the service with a synthetic demo lesson.")
+    settings_mod.add_arguments(demo)
+    demo.add_argument("--room", default=DEMO_ROOM, help="Room of the demo lesson.")
+
+    token = sub.add_parser("token", help="Print a signed access token (alone on stdout).")
+    settings_mod.add_arguments(token)
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--room", help="Room the token is for (default: every room).")
+    token.add_argument("--ttl", default="8h", help="Lifetime, e.g. 90s, 15m, 8h, 365d.")
+    token.add_argument("--subject", default="", help="Who holds it (school, classroom, …).")
+
+    ing = sub.add_parser("ingest", help="Publish an RTSP/RTMP URL or a file into a room.")
+    settings_mod.add_arguments(ing)
+    ing.add_argument("url", help="rtsp://…, rtmp://…, or a file path.")
+    ing.add_argument("--room", required=True)
+    ing.add_argument("--server", help="ClassCast base URL (default: this machine's settings).")
+    ing.add_argument("--token", help="Teacher token (default: minted from the local secret).")
+    ing.add_argument("--loop", action="store_true", help="Repeat a file source forever.")
+    return parser
+
+
+def _issuer(settings: Settings) -> TokenIssuer:
+    return TokenIssuer(load_or_create_secret(settings.auth.secret, Path(settings.data_dir)))
+
+
+async def _serve(settings: Settings, demo_room: str | None) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http.host, settings.http.port)
+    await site.start()
+    logger.info("ClassCast listening on %s", settings.base_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    demo_task: asyncio.Task[None] | None = None
+    if demo_room:
+        demo_task = asyncio.create_task(_run_demo(settings, demo_room, stop))
+    try:
+        await stop.wait()
+    finally:
+        if demo_task is not None:
+            demo_task.cancel()
+            await asyncio.gather(demo_task, return_exceptions=True)
+        await runner.cleanup()
+
+
+async def _run_demo(settings: Settings, room: str, stop: asyncio.Event) -> None:
+    issuer = _issuer(settings)
+    base = settings.base_url
+    teacher = issuer.mint(Role.TEACHER, room, subject="demo-teacher")
+    classroom = issuer.mint(Role.CLASSROOM, room, subject="demo-classroom")
+    admin = issuer.mint(Role.ADMIN, subject="demo-admin")
+    print("\nClassCast demo lesson is live:", flush=True)
+    print(f"  classroom screen  {base}/class/{room}?token={classroom}")
+    print(f"  teacher console   {base}/teach/{room}?token={teacher}")
+    print(f"  home              {base}/?token={admin}")
+    print(f"  rooms API         curl -H 'Authorization: Bearer {admin}' {base}/api/rooms")
+    print(f"  metrics           {base}/metrics\n", flush=True)
+    while not stop.is_set():
+        try:
+            await ingest(DEMO_SOURCE, f"{base}/whip/{room}", teacher,
+                         ice_addresses=settings.ice.addresses, stop=stop)
+        except (IngestError, OSError, ClassCastError) as exc:
+            logger.warning("demo source stopped: %s; restarting in 2 s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2.0)
+
+
+async def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    base = (args.server or settings.base_url).rstrip("/")
+    token = args.token or _issuer(settings).mint(Role.TEACHER, args.room, subject="ingest")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await ingest(args.url, f"{base}/whip/{args.room}", token,
+                 options=IngestOptions(loop=args.loop), ice_addresses=settings.ice.addresses,
+                 stop=stop)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if not args.verbose:
+        for noisy in ("aioice", "aiortc", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = settings_mod.load(args)
+        if args.command == "token":
+            ttl = parse_ttl(args.ttl)
+            print(_issuer(settings).mint(Role(args.role), args.room, ttl, args.subject))
+            return 0
+        _use_uvloop()
+        if args.command == "serve":
+            asyncio.run(_serve(settings, None))
+        elif args.command == "demo":
+            asyncio.run(_serve(settings, args.room))
+        elif args.command == "ingest":
+            return asyncio.run(_ingest(settings, args))
+    except (ClassCastError, IngestError, ValueError) as exc:
+        print(f"classcast: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; fall back quietly
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
