@@ -53,7 +53,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         request.app[METRICS_KEY].requests_rejected.labels(str(exc.status)).inc()
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"),
-                              exc.text or exc.reason, dict(exc.headers))
+                              exc.text or exc.reason,
+                              {k: v for k, v in exc.headers.items()
+                               if k.lower() not in ("content-type", "content-length")})
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        request.app[METRICS_KEY].requests_rejected.labels("500").inc()
+        return error_response(500, "internal", "the server failed on this request; the "
+                              "error is in its log")
     if request.path.startswith(("/whip/", "/whep/", "/api/")):
         response.headers.update({k: v for k, v in CORS_HEADERS.items()
                                  if k not in response.headers})

@@ -173,7 +173,7 @@ def parse_fragment(text: str) -> SdpFragment:
         elif line.startswith("a=candidate:"):
             try:
                 candidate = candidate_from_sdp(line[len("a="):].split(":", 1)[1])
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, AssertionError):
                 continue  # unusable candidates are dropped silently (RFC 9725 4.3.1)
             candidate.sdpMid = mid
             candidate.sdpMLineIndex = 0 if mid is None else None
