@@ -128,6 +128,10 @@ class RoomTrack:
         self._subscribers.discard(track)
 
     @property
+    def subscribers(self) -> frozenset[SubscriberTrack]:
+        return frozenset(self._subscribers)
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
@@ -198,6 +202,7 @@ class SubscriberTrack(MediaStreamTrack):
         self._last_out: int | None = None
         self._step = 3000 if room_track.kind == "video" else AUDIO_CLOCK // 50
         self.first_frame_at: float | None = None
+        self.first_frame_keyframe: bool | None = None
         self.frames_sent = 0
         self.frames_dropped = 0
 
@@ -237,6 +242,7 @@ class SubscriberTrack(MediaStreamTrack):
             await self._ready.wait()
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
+            self.first_frame_keyframe = self._queue[0].frame.keyframe
             if self._on_first_frame is not None:
                 self._on_first_frame()
         return self._queue.popleft()

@@ -115,8 +115,7 @@ async def source_player(url: str, options: IngestOptions) -> AsyncIterator[Media
             done, _ = await asyncio.wait({opening, exited}, return_when=asyncio.FIRST_COMPLETED)
             if opening not in done:
                 # ffmpeg failed before writing: unblock the reader by opening the FIFO ourselves
-                with open(fifo, "wb"):
-                    pass
+                await asyncio.to_thread(lambda: open(fifo, "wb").close())
                 await asyncio.gather(opening, return_exceptions=True)
                 raise IngestError(f"ffmpeg could not read {url} (exit {process.returncode})")
             exited.cancel()

@@ -80,9 +80,10 @@ class Packetizer:
 
     def __call__(self, data: bytes) -> list[bytes]:
         if self.codec_name == "H264":
-            return H264Encoder._packetize(H264Encoder._split_bitstream(data))  # type: ignore[no-any-return]
+            payloads: list[bytes] = H264Encoder._packetize(H264Encoder._split_bitstream(data))
+            return payloads
         if self.codec_name == "VP8":
-            payloads: list[bytes] = Vp8Encoder._packetize(data, self._picture_id)
+            payloads = Vp8Encoder._packetize(data, self._picture_id)
             self._picture_id = (self._picture_id + 1) % (1 << 15)
             return payloads
         return [data]
@@ -251,7 +252,7 @@ def attach_receiver(receiver: RTCRtpReceiver, assembler: FrameAssembler) -> None
     if not hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
         raise RuntimeError(f"aiortc changed: RTCRtpReceiver has no jitter buffer (need "
                            f"aiortc {AIORTC_VERSION})")
-    receiver._RTCRtpReceiver__jitter_buffer = assembler  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = assembler
 
 
 async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
@@ -271,6 +272,6 @@ def attach_sender(sender: RTCRtpSender, packer: Packer,
     if not hasattr(sender, "_RTCRtpSender__encoder"):
         raise RuntimeError(f"aiortc changed: RTCRtpSender has no encoder slot (need "
                            f"aiortc {AIORTC_VERSION})")
-    sender._RTCRtpSender__encoder = packer  # type: ignore[attr-defined]
+    sender._RTCRtpSender__encoder = packer
     # RTCRtpSender._handle_rtcp_packet calls self._send_keyframe() for PLI and FIR.
     sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]

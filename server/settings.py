@@ -152,12 +152,12 @@ def fields() -> list[SettingField]:
     out: list[SettingField] = []
 
     def leaves(cls: type, section: str | None) -> None:
-        hints = {f.name: f for f in dataclasses.fields(cls)}
-        for name, f in hints.items():
-            if section is None and name in SECTIONS:
+        for f in dataclasses.fields(cls):
+            if section is None and f.name in SECTIONS:
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            out.append(SettingField(section, name, type(default), default,
+            default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                       else f.default)
+            out.append(SettingField(section, f.name, type(default), default,
                                     f.metadata["help"], f.metadata.get("flag")))
 
     leaves(Settings, None)
