@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -81,6 +82,6 @@ async def test_keyframe_requests_are_rate_limited_but_never_lost() -> None:
     await track.close()
 
 
-async def _until(predicate: object) -> None:
-    while not predicate():  # type: ignore[operator]
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():  # noqa: ASYNC110 - polling a plain list, bounded by wait_for
         await asyncio.sleep(0.01)

@@ -108,7 +108,8 @@ async def test_aiortc_internals_the_hooks_rely_on() -> None:
     passthrough.attach_sender(sender, Packetizer("VP8"), lambda: requests.append(1))  # type: ignore[arg-type]
     sender._send_keyframe()
     assert requests == [1]
-    assert hasattr(RTCRtpReceiver, "_send_rtcp_pli") and hasattr(RTCRtpSender, "_handle_rtcp_packet")
+    assert hasattr(RTCRtpReceiver, "_send_rtcp_pli")
+    assert hasattr(RTCRtpSender, "_handle_rtcp_packet")
     await pc.close()
 
 
