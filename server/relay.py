@@ -52,9 +52,16 @@ class Relay:
         offer = sdp.parse_offer(offer_text)
         sdp.require_publishable(offer)
         room = self.rooms.get(room_name)
-        if room is not None and room.main_publisher is not None:
-            raise Conflict(f"room {room_name!r} already has a teacher publishing; end that "
-                           "session first (DELETE its Location)")
+        current = room.main_publisher if room is not None else None
+        if current is not None:
+            if current.subject != subject:
+                raise Conflict(f"room {room_name!r} already has a teacher publishing; end that "
+                               "session first (DELETE its Location)")
+            # The same teacher again: a reconnect after a network drop, while the old session
+            # has not timed out yet. The new session takes over; classrooms stay connected.
+            logger.info("room %s: teacher %s reconnected; replacing session %s", room_name,
+                        subject, current.id[:8])
+            await current.close("replaced")
         session = PeerSession(room_name, Role.PUBLISHER, subject,
                               self._settings.ice.connect_timeout_s)
         room = self.rooms.get_or_create(room_name)

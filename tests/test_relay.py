@@ -64,6 +64,21 @@ async def test_teacher_leaves_and_returns_subscribers_resume(peers: Peers) -> No
     assert pts == sorted(pts), "timestamps went backwards across the reconnect"
 
 
+async def test_same_teacher_reconnecting_takes_over_before_the_old_session_times_out(
+        peers: Peers) -> None:
+    old, _ = await peers.publish("geo")
+    classroom, counters = await peers.subscribe("geo")
+    await counters["video"].wait_for(20)
+    # the old session is still connected (as after a silent network drop): publish again
+    new, _ = await peers.publish("geo")
+    relay = peers.client.app[RELAY_KEY]
+    await eventually(lambda: [p.id for p in relay.room_info("geo").publishers]
+                     == [new.location.rsplit("/", 1)[-1]] if new.location else False)
+    await counters["video"].wait_for(counters["video"].count + 30)
+    assert classroom.pc.connectionState == "connected"
+    assert old.location is not None
+
+
 async def test_subscriber_that_never_connects_is_bounded_and_closed(
         aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path,
         token: Callable[..., str]) -> None:

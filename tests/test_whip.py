@@ -91,7 +91,7 @@ async def test_whip_and_whep_check_tokens(peers: Peers, live: FrameCounter) -> N
         ("/whip/spare", send, expired, 401),
         ("/whip/spare", send, issuer_token("classroom", "spare"), 403),
         ("/whip/spare", send, issuer_token("teacher", "other-room"), 403),
-        ("/whip/live", send, issuer_token("teacher", "live"), 409),  # second teacher
+        ("/whip/live", send, issuer_token("teacher", "live", subject="t2"), 409),  # 2nd teacher
         ("/whep/live", recv, None, 401),
         ("/whep/live", recv, issuer_token("classroom", "other-room"), 403),
     ]
