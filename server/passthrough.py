@@ -89,8 +89,7 @@ class Packetizer:
         return [data]
 
 
-class FrameSink(Protocol):
-    def __call__(self, frame: EncodedFrame) -> None: ...
+FrameSink = Callable[[EncodedFrame], None]
 
 
 class FrameAssembler:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiortc import RTCRtpTransceiver, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, OperationError
@@ -27,6 +28,14 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+class RoomListener(Protocol):
+    """Told when a room's lesson starts and stops (e.g. the recording service)."""
+
+    def room_live(self, room: str) -> None: ...
+
+    def room_not_live(self, room: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Answer:
     session: PeerSession
@@ -42,6 +51,7 @@ class Relay:
                            audio_queue=relay.audio_queue_frames,
                            keyframe_interval_s=relay.keyframe_interval_s, telemetry=metrics)
         self.sessions: dict[str, PeerSession] = {}
+        self.listeners: list[RoomListener] = []
         metrics.bind_counts(
             rooms_live=lambda: sum(1 for r in self.rooms if r.live),
             publishers=lambda: sum(len(r.publishers) for r in self.rooms),
@@ -89,6 +99,8 @@ class Relay:
         if room.live_since is None:
             room.live_since = time.time()
         session.start_watchdog()
+        for listener in self.listeners:
+            listener.room_live(room_name)
         logger.info("room %s: teacher %s publishing (%s)", room_name, session.id[:8],
                     ", ".join(f"{m.kind} {m.codec.mimeType}" for m in offer.media if m.codec))
         return Answer(session, sdp.with_opus_fec(answer))
@@ -126,6 +138,8 @@ class Relay:
             room.tracks[kind].detach_source(generation)
         if not room.live:
             room.live_since = None
+            for listener in self.listeners:
+                listener.room_not_live(room.name)
         await self.rooms.discard_if_idle(room)
 
     # --- subscribe --------------------------------------------------------------------------

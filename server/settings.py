@@ -90,6 +90,18 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class RecorderSettings:
+    auto_start: bool = _setting(True, "Record every lesson from the moment its room goes live.")
+    grace_s: float = _setting(
+        60.0, "How long a recording waits for a teacher who dropped out before it ends.")
+    segment_s: float = _setting(2.0, "Target HLS segment length in seconds (cut at keyframes).")
+    spool_budget_mb: int = _setting(
+        2048, "Disk the local spool may use while the archive is unreachable; recordings stop "
+        "(keeping what they have) when it is spent.")
+    prefix: str = _setting("lessons", "Key prefix of recordings in the bucket.")
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = _setting("./data", "Directory for the secret, spool and local state.",
                              "--data-dir")
@@ -98,6 +110,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     s3: S3Settings = field(default_factory=S3Settings)
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
 
     @property
     def base_url(self) -> str:
@@ -113,6 +126,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthSettings,
     "relay": RelaySettings,
     "s3": S3Settings,
+    "recorder": RecorderSettings,
 }
 
 # Historic, documented environment names that do not follow SECTION_FIELD.

@@ -86,11 +86,11 @@ class TokenIssuer:
                       subject=str(payload.get("sub", "")), expires_at=int(payload["exp"]))
 
 
-def load_or_create_secret(configured: str, data_dir: Path) -> str:
+def load_or_create_secret(configured: str, data_dir: Path, name: str = "secret") -> str:
     """The configured secret, or one generated once and kept in the data dir (mode 0600)."""
     if configured:
         return configured
-    path = data_dir / "secret"
+    path = data_dir / name
     if path.exists():
         return path.read_text(encoding="ascii").strip()
     data_dir.mkdir(parents=True, exist_ok=True)

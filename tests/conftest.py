@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +19,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from server import settings as settings_mod
 from server.app import create_app
 from server.http import ISSUER_KEY
+from server.s3server import EmbeddedS3
 from server.settings import Settings
 from server.tokens import Role
 from server.whipclient import WhipSession
@@ -21,10 +28,72 @@ from tests.media import FrameCounter, PatternVideoTrack, ToneAudioTrack
 LOOPBACK = ("127.0.0.1",)
 
 
+S3_ACCESS, S3_SECRET = "classcast-test", "classcast-test-secret-key"
+
+
+class S3Server:
+    """A real S3 server (SeaweedFS `weed mini`) for the whole test session, on loopback."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.embedded = EmbeddedS3(directory, S3_ACCESS, S3_SECRET)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.argv = self.embedded.argv()  # fixes the ports, so a restart reuses them
+
+    @property
+    def endpoint(self) -> str:
+        return self.embedded.endpoint.endpoint
+
+    def start(self) -> None:
+        (self.directory / "log").mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+        self.process = subprocess.Popen(self.argv, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{self.endpoint}/", timeout=1)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 403:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the test S3 server did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def bucket(request: pytest.FixtureRequest) -> str:
+    return "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-") + \
+        f"-{os.getpid() % 1000}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, s3_server: S3Server, bucket: str) -> Settings:
     return settings_mod.build(data_dir=str(tmp_path / "data"), ice__addresses=LOOPBACK,
-                              ice__connect_timeout_s=10.0, relay__keyframe_interval_s=0.5)
+                              ice__connect_timeout_s=10.0, relay__keyframe_interval_s=0.5,
+                              s3__endpoint=s3_server.endpoint, s3__access_key=S3_ACCESS,
+                              s3__secret_key=S3_SECRET, s3__bucket=bucket,
+                              recorder__auto_start=False)
 
 
 @pytest.fixture

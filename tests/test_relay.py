@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from server import settings as settings_mod
 from server.app import create_app
+from server.settings import Settings
 from server.whip import RELAY_KEY
-from tests.conftest import LOOPBACK, Peers, eventually
+from tests.conftest import Peers, eventually
 
 
 @pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])
@@ -80,10 +80,10 @@ async def test_same_teacher_reconnecting_takes_over_before_the_old_session_times
 
 
 async def test_subscriber_that_never_connects_is_bounded_and_closed(
-        aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path,
-        token: Callable[..., str]) -> None:
-    settings = settings_mod.build(data_dir=str(tmp_path / "d"), ice__addresses=LOOPBACK,
-                                  ice__connect_timeout_s=3.0, relay__video_queue_frames=20)
+        aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> None:
+    settings = dataclasses.replace(
+        settings, ice=dataclasses.replace(settings.ice, connect_timeout_s=3.0),
+        relay=dataclasses.replace(settings.relay, video_queue_frames=20))
     client = await aiohttp_client(create_app(settings))
     from server.http import ISSUER_KEY
     from server.tokens import Role
