@@ -200,6 +200,14 @@ async function errorOf(response) {
 }
 
 /**
+ * A candidate's identity: foundation, component, transport, priority, address, port, type.
+ * (Chromium's icecandidate strings carry "ufrag …", its SDP lines do not.)
+ */
+function candidateKey(text) {
+  return text.trim().replace(/^candidate:/, "").split(/\s+/).slice(0, 8).join(" ");
+}
+
+/**
  * Sends candidates that were not in the POSTed offer to the session with PATCH
  * (application/trickle-ice-sdpfrag), batched, with a=end-of-candidates at the end.
  */
@@ -228,7 +236,7 @@ class Trickler {
   /** Remember which candidates the POSTed offer already carried. */
   sentInOffer(sdp) {
     for (const line of sdp.split(/\r?\n/)) {
-      if (line.startsWith("a=candidate:")) this.sent.add(line.slice(2).trim());
+      if (line.startsWith("a=candidate:")) this.sent.add(candidateKey(line.slice(2)));
     }
     if (/^a=end-of-candidates/m.test(sdp)) this.endSent = true;
   }
@@ -252,7 +260,7 @@ class Trickler {
   }
 
   async send() {
-    const fresh = this.pending.splice(0).filter((c) => !this.sent.has(c.candidate.trim()));
+    const fresh = this.pending.splice(0).filter((c) => !this.sent.has(candidateKey(c.candidate)));
     const end = this.ended && !this.endSent;
     if (!fresh.length && !end) return;
     const fragment = this.fragment(fresh, end);
@@ -268,7 +276,7 @@ class Trickler {
     } catch {
       return; // the connection will fail or succeed on what the server already has
     }
-    for (const c of fresh) this.sent.add(c.candidate.trim());
+    for (const c of fresh) this.sent.add(candidateKey(c.candidate));
     if (end) this.endSent = true;
     if ([405, 422, 501].includes(response.status)) this.stop(); // no trickle support
   }
@@ -304,12 +312,13 @@ class Session {
   close() {
     if (!this.closing) {
       this.trickler.stop();
-      this.pc.close();
+      // DELETE before closing the peer connection, so the server ends the session because
+      // we asked (not because it saw the DTLS close first); resolves with the status.
       this.closing = fetch(this.location, {
         method: "DELETE",
         headers: { Authorization: `Bearer ${this.token}` },
         keepalive: true, // still sent when the page is being unloaded
-      }).then((r) => r.status, () => 0);
+      }).then((r) => r.status, () => 0).finally(() => this.pc.close());
     }
     return this.closing;
   }

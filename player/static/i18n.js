@@ -1,0 +1,211 @@
+// Every string the pages show, in Simplified Chinese (the default) and English.
+//
+// The language comes from `?lang=en` / `?lang=zh`, else the last choice made with the
+// toggle (localStorage), else Chinese. Markup marks translatable text with
+//   data-i18n="key"             → textContent
+//   data-i18n-label="key"       → aria-label (and title)
+//   data-i18n-placeholder="key" → placeholder
+
+export const LANGS = ["zh", "en"];
+
+export const STRINGS = {
+  zh: {
+    "app.name": "ClassCast 课堂直播",
+    "lang.toggle": "English",
+    "nav.home": "首页",
+
+    "home.title": "正在直播的课堂",
+    "home.intro": "选择一个课堂收看，或进入教师控制台开始上课。",
+    "home.loading": "正在加载…",
+    "home.empty": "现在没有正在直播的课堂。",
+    "home.error": "无法加载课堂列表：{message}",
+    "home.live": "直播中",
+    "home.waiting": "等待老师",
+    "home.since": "开始于 {time}",
+    "home.viewers": "{count} 个课堂在看",
+    "home.watch": "进入课堂",
+    "home.teach": "教师控制台",
+    "home.token.title": "需要访问令牌",
+    "home.token.help": "请粘贴管理员发给您的令牌（可用 classcast token 生成）。",
+    "home.token.label": "访问令牌",
+    "home.token.submit": "确定",
+    "home.open.title": "打开课堂",
+    "home.open.room": "课堂名称",
+    "home.open.watch": "收看",
+    "home.open.teach": "上课",
+
+    "teach.title": "教师控制台：{room}",
+    "teach.preview.label": "本机摄像头预览",
+    "teach.golive": "开始上课",
+    "teach.end": "下课",
+    "teach.state.idle": "准备就绪，点击“开始上课”。",
+    "teach.state.camera": "正在打开摄像头和麦克风…",
+    "teach.state.connecting": "正在连接服务器…",
+    "teach.state.live": "直播中",
+    "teach.state.reconnecting": "连接中断，正在重新连接…（{seconds} 秒后重试）",
+    "teach.state.ended": "已下课",
+    "teach.state.busy": "这个课堂已经有老师在直播，{seconds} 秒后重试…",
+    "teach.error.camera": "无法打开摄像头或麦克风：{message}",
+    "teach.error.auth": "令牌无效或无权在此课堂上课：{message}",
+    "teach.error.other": "出错了：{message}",
+    "teach.codec.label": "视频编码",
+    "teach.codec.auto": "自动",
+
+    "class.title": "课堂：{room}",
+    "class.video.label": "课堂直播画面",
+    "class.fullscreen": "全屏",
+    "class.fullscreen.exit": "退出全屏",
+    "class.unmute": "点击开启声音",
+    "class.state.connecting": "正在进入课堂…",
+    "class.state.waiting": "课程即将开始，{seconds} 秒后自动进入…",
+    "class.state.live": "正在直播",
+    "class.state.reconnecting": "连接中断，{seconds} 秒后重新连接…",
+    "class.state.nosignal": "暂无画面，老师可能已下课或网络不稳定。",
+    "class.error.auth": "令牌无效或无权进入此课堂：{message}",
+    "class.error.other": "出错了：{message}（{seconds} 秒后重试）",
+    "class.error.fatal": "出错了：{message}",
+    "class.quality": "{fps} 帧/秒 · {kbps} kbps · 丢包 {lost}",
+    "class.quality.label": "连接质量",
+
+    "token.missing": "地址中缺少访问令牌（?token=…）。",
+  },
+  en: {
+    "app.name": "ClassCast live lessons",
+    "lang.toggle": "中文",
+    "nav.home": "Home",
+
+    "home.title": "Live classrooms",
+    "home.intro": "Pick a classroom to watch, or open the teacher console to start a lesson.",
+    "home.loading": "Loading…",
+    "home.empty": "No lesson is live right now.",
+    "home.error": "Could not load the rooms: {message}",
+    "home.live": "Live",
+    "home.waiting": "Waiting for the teacher",
+    "home.since": "since {time}",
+    "home.viewers": "{count} watching",
+    "home.watch": "Watch",
+    "home.teach": "Teacher console",
+    "home.token.title": "A token is needed",
+    "home.token.help": "Paste the token you were given (make one with classcast token).",
+    "home.token.label": "Access token",
+    "home.token.submit": "OK",
+    "home.open.title": "Open a classroom",
+    "home.open.room": "Room name",
+    "home.open.watch": "Watch",
+    "home.open.teach": "Teach",
+
+    "teach.title": "Teacher console: {room}",
+    "teach.preview.label": "Camera preview",
+    "teach.golive": "Go live",
+    "teach.end": "End lesson",
+    "teach.state.idle": "Ready. Press “Go live”.",
+    "teach.state.camera": "Opening camera and microphone…",
+    "teach.state.connecting": "Connecting…",
+    "teach.state.live": "Live",
+    "teach.state.reconnecting": "Connection lost, reconnecting… (retry in {seconds} s)",
+    "teach.state.ended": "Lesson ended",
+    "teach.state.busy": "Another teacher is live in this room; retrying in {seconds} s…",
+    "teach.error.camera": "Cannot open the camera or microphone: {message}",
+    "teach.error.auth": "The token is not valid for teaching in this room: {message}",
+    "teach.error.other": "Something went wrong: {message}",
+    "teach.codec.label": "Video codec",
+    "teach.codec.auto": "Automatic",
+
+    "class.title": "Classroom: {room}",
+    "class.video.label": "Live lesson video",
+    "class.fullscreen": "Full screen",
+    "class.fullscreen.exit": "Exit full screen",
+    "class.unmute": "Click to unmute",
+    "class.state.connecting": "Joining the lesson…",
+    "class.state.waiting": "The lesson starts soon; joining in {seconds} s…",
+    "class.state.live": "Live",
+    "class.state.reconnecting": "Connection lost; reconnecting in {seconds} s…",
+    "class.state.nosignal": "No picture: the teacher may have ended the lesson, or the network is weak.",
+    "class.error.auth": "The token is not valid for this classroom: {message}",
+    "class.error.other": "Something went wrong: {message} (retry in {seconds} s)",
+    "class.error.fatal": "Something went wrong: {message}",
+    "class.quality": "{fps} fps · {kbps} kbps · {lost} packets lost",
+    "class.quality.label": "Connection quality",
+
+    "token.missing": "The address has no access token (?token=…).",
+  },
+};
+
+const STORAGE_KEY = "classcast.lang";
+
+function stored() {
+  try {
+    return localStorage.getItem(STORAGE_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** The page's language: ?lang=, else the stored choice, else Chinese. */
+export function currentLang(search = location.search) {
+  const asked = new URLSearchParams(search).get("lang");
+  for (const candidate of [asked, stored()]) {
+    const short = (candidate || "").toLowerCase().slice(0, 2);
+    if (LANGS.includes(short)) return short;
+  }
+  return "zh";
+}
+
+let lang = currentLang();
+
+export function getLang() {
+  return lang;
+}
+
+/** The string `key` in the current language with `{name}` placeholders filled from `vars`. */
+export function t(key, vars = {}) {
+  const text = STRINGS[lang][key] ?? STRINGS.zh[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (all, name) => (name in vars ? String(vars[name]) : all));
+}
+
+/** Fill every data-i18n* element under `root`. */
+export function apply(root = document) {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+    el.title = t(el.dataset.i18nLabel);
+  }
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  }
+}
+
+/**
+ * Switch language (remembered, and kept in the address so copied links keep it), then
+ * re-render: static markup via `apply`, dynamic text via `onChange`.
+ */
+export function setLang(next, onChange = () => {}) {
+  if (!LANGS.includes(next)) return;
+  lang = next;
+  try {
+    localStorage.setItem(STORAGE_KEY, next);
+  } catch {
+    // private mode: the choice lasts for this page only
+  }
+  const url = new URL(location.href);
+  url.searchParams.set("lang", next);
+  history.replaceState(history.state, "", url);
+  apply();
+  onChange(next);
+}
+
+/**
+ * Wire a toggle button to switch languages. Its text names the other language in that
+ * language ("English" / "中文"), marked with `lang` so screen readers pronounce it right.
+ */
+export function bindToggle(button, onChange = () => {}) {
+  const label = () => {
+    button.lang = lang === "zh" ? "en" : "zh-CN";
+  };
+  label();
+  button.addEventListener("click", () => setLang(lang === "zh" ? "en" : "zh", (next) => {
+    label();
+    onChange(next);
+  }));
+}
