@@ -49,6 +49,7 @@ class Recorder:
         self._on_finished = on_finished
         self._recordings: dict[str, Recording] = {}
         self._finishing: set[asyncio.Task[None]] = set()
+        self._finishing_ids: set[str] = set()
         self._stop = asyncio.Event()
         self._spool_bytes = 0
         self._warned = False
@@ -94,11 +95,15 @@ class Recorder:
     def stop(self, recording_id: str, status: str = "complete") -> None:
         """Finish a recording in the background (its upload may outlast the call)."""
         recording = self._recordings.get(recording_id)
-        if recording is None or recording.status not in ("recording", "halted"):
+        if (recording is None or recording.status not in ("recording", "halted")
+                or recording_id in self._finishing_ids):
             raise NotRecording(f"recording {recording_id} is not running")
         self._spawn_finish(recording, status)
 
     def _spawn_finish(self, recording: Recording, status: str) -> None:
+        if recording.id in self._finishing_ids:
+            return
+        self._finishing_ids.add(recording.id)
         task = asyncio.create_task(self._finish(recording, status), name=f"finish-{recording.id}")
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
@@ -107,6 +112,7 @@ class Recorder:
         try:
             manifest = await recording.finish(status, self._stop)
         finally:
+            self._finishing_ids.discard(recording.id)
             if recording.status != "pending_upload":
                 self._recordings.pop(recording.id, None)
         if manifest is not None and self._on_finished is not None:

@@ -68,6 +68,7 @@ class Recording:
         self._transport: asyncio.DatagramTransport | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._thumbnail_done = False
+        self._started = False
 
     # --- running ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -88,9 +89,17 @@ class Recording:
                     ", ".join(f"{k} {v}" for k, v in self.codecs.items()))
 
     def feed(self, kind: str, frame: Frame) -> None:
+        """Called for each frame the room forwards (video starts at a keyframe)."""
         stream = self._streams.get(kind)
-        if stream is not None and self.status == "recording":
-            stream.send(frame)
+        if self.status != "recording" or stream is None:
+            return
+        if not self._started:
+            # ffmpeg starts each stream's clock at its first packet, so audio and video must
+            # start together: audio waits for the first video frame (a keyframe).
+            if "video" in self._streams and kind != "video":
+                return
+            self._started = True
+        stream.send(frame)
 
     @property
     def bytes_received(self) -> int:
@@ -129,6 +138,8 @@ class Recording:
     # --- finishing --------------------------------------------------------------------------
     async def finish(self, status: str, stop: asyncio.Event | None = None) -> Manifest | None:
         """Close the recording and archive it; None if `stop` came before S3 took it all."""
+        final_status = "stopped" if self.status == "halted" else status
+        self.status = "finalizing"  # from here on no frame is fed and no second finish starts
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -137,8 +148,9 @@ class Recording:
             await self._segmenter.stop()
         if self._transport is not None:
             self._transport.close()
-        final_status = "stopped" if self.status == "halted" else status
-        self.status = "finalizing"
+        if not await asyncio.to_thread(self.spool.exists):
+            self.status = "done"  # it never started: nothing to archive
+            return None
         await asyncio.to_thread(self._write_state, "finalizing", final_status)
         manifest = await self._archive(final_status, stop)
         self.status = "done" if manifest else "pending_upload"

@@ -1,7 +1,9 @@
-"""Encoded frames → plain RTP (and RTCP sender reports) over loopback UDP to ffmpeg.
+"""Encoded frames → plain RTP over loopback UDP to ffmpeg.
 
-The sender reports map each stream's RTP clock to wall-clock time, which is how ffmpeg's RTP
-demuxer lines audio up with video.
+No RTCP: ffmpeg's RTP demuxer then starts each stream's clock at its first packet, and the
+recording starts every stream at the same moment (see `Recording.feed`). Sender reports
+would re-base timestamps mid-stream, and the first packets read before a report get another
+base, which put a 0.86 s hole after the first keyframe in early tests.
 """
 
 from __future__ import annotations
@@ -10,20 +12,16 @@ import asyncio
 import fractions
 import random
 import socket
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import av
-from aiortc.clock import current_ntp_time
 from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket, RtpPacket
+from aiortc.rtp import RtpPacket
 
 from recorder.errors import UnsupportedCodec
-
-SR_INTERVAL_S = 1.0
 
 
 class Frame(Protocol):
@@ -37,6 +35,7 @@ class Frame(Protocol):
 
     @property
     def keyframe(self) -> bool: ...
+
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,6 @@ class RtpStream:
                                       payloadType=spec.payload_type)
         self._encoder: Encoder | None = get_encoder(codec) if spec.codec == "H264" else None
         self._time_base = fractions.Fraction(1, spec.clock_rate)
-        self._last_sr = 0.0
         self._packets = 0
         self._octets = 0
         self.frames = 0
@@ -135,10 +133,6 @@ class RtpStream:
         else:
             payloads = [frame.data]
         timestamp = frame.timestamp & 0xFFFFFFFF
-        now = time.monotonic()
-        if now - self._last_sr >= SR_INTERVAL_S:
-            self._send_report(timestamp)
-            self._last_sr = now
         for i, payload in enumerate(payloads):
             rtp = RtpPacket(payload_type=self.spec.payload_type, sequence_number=self._seq,
                             timestamp=timestamp, ssrc=self._ssrc,
@@ -149,9 +143,3 @@ class RtpStream:
             self._octets += len(payload)
         self.frames += 1
         self.bytes_in += len(frame.data)
-
-    def _send_report(self, rtp_timestamp: int) -> None:
-        report = RtcpSrPacket(ssrc=self._ssrc, sender_info=RtcpSenderInfo(
-            ntp_timestamp=current_ntp_time(), rtp_timestamp=rtp_timestamp,
-            packet_count=self._packets & 0xFFFFFFFF, octet_count=self._octets & 0xFFFFFFFF))
-        self._transport.sendto(bytes(report), ("127.0.0.1", self.spec.port + 1))

@@ -19,7 +19,7 @@ READY_TIMEOUT_S = 10.0
 
 def argv(sdp_path: Path, spool: Path, segment_s: float) -> list[str]:
     source = ffmpeg.input(str(sdp_path), protocol_whitelist="file,udp,rtp",
-                          reorder_queue_size=500, analyzeduration=5_000_000)
+                          reorder_queue_size=500, analyzeduration=1_000_000)
     out = ffmpeg.output(
         source, str(spool / PLAYLIST), c="copy", f="hls", hls_time=segment_s,
         hls_segment_type="fmp4", hls_playlist_type="event",

@@ -14,7 +14,16 @@ from recorder.metrics import RecorderMetrics
 from recorder.recorder import Recorder
 from recorder.recording import RecorderConfig
 from server import api, ice, pages, whip
-from server.http import ISSUER_KEY, METRICS_KEY, error_middleware
+from server.http import error_middleware
+from server.keys import (
+    ISSUER_KEY,
+    METRICS_KEY,
+    RECORDINGS_KEY,
+    REGISTRY_KEY,
+    RELAY_KEY,
+    SETTINGS_KEY,
+    STORE_KEY,
+)
 from server.metrics import RelayMetrics
 from server.recording import RecordingService
 from server.relay import Relay
@@ -25,16 +34,12 @@ from server.tokens import TokenIssuer, load_or_create_secret
 
 logger = logging.getLogger(__name__)
 
-RECORDINGS_KEY = web.AppKey("recordings", RecordingService)
-STORE_KEY = web.AppKey("store", S3Store)
-REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-
 
 def create_app(settings: Settings) -> web.Application:
     ice.install()
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=max(settings.http.max_sdp_bytes, 1024 * 1024))
-    app[whip.SETTINGS_KEY] = settings
+    app[SETTINGS_KEY] = settings
     secret = load_or_create_secret(settings.auth.secret, Path(settings.data_dir))
     app[ISSUER_KEY] = TokenIssuer(secret)
     registry = CollectorRegistry()
@@ -49,15 +54,15 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _relay(app: web.Application) -> AsyncIterator[None]:
-    relay = Relay(app[whip.SETTINGS_KEY], app[METRICS_KEY])
-    app[whip.RELAY_KEY] = relay
+    relay = Relay(app[SETTINGS_KEY], app[METRICS_KEY])
+    app[RELAY_KEY] = relay
     yield
     await relay.close()
 
 
 async def _archive(app: web.Application) -> AsyncIterator[None]:
     """The bucket (embedded S3 server unless an endpoint is configured) and the recorder."""
-    settings = app[whip.SETTINGS_KEY]
+    settings = app[SETTINGS_KEY]
     data_dir = Path(settings.data_dir)
     embedded: EmbeddedS3 | None = None
     s3 = settings.s3
@@ -79,7 +84,7 @@ async def _archive(app: web.Application) -> AsyncIterator[None]:
                         config=RecorderConfig(segment_s=rec.segment_s, prefix=rec.prefix),
                         spool_budget_bytes=rec.spool_budget_mb * 1024 * 1024)
     await recorder.open()
-    service = RecordingService(app[whip.RELAY_KEY], recorder, auto_start=rec.auto_start,
+    service = RecordingService(app[RELAY_KEY], recorder, auto_start=rec.auto_start,
                                grace_s=rec.grace_s)
     app[RECORDINGS_KEY] = service
     try:

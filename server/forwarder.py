@@ -18,7 +18,7 @@ from typing import Protocol
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from server.passthrough import AUDIO_CLOCK, EncodedFrame, Packetizer
+from server.passthrough import AUDIO_CLOCK, VIDEO_CLOCK, EncodedFrame, Packetizer
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,9 @@ class SubscriberTrack(MediaStreamTrack):
         self._generation = 0
         self._offset = 0
         self._last_out: int | None = None
-        self._step = 3000 if room_track.kind == "video" else AUDIO_CLOCK // 50
+        self._clock = VIDEO_CLOCK if room_track.kind == "video" else AUDIO_CLOCK
+        self._step = self._clock // 30 if room_track.kind == "video" else AUDIO_CLOCK // 50
+        self._last_received_at = 0.0
         self.first_frame_at: float | None = None
         self.first_frame_keyframe: bool | None = None
         self.frames_sent = 0
@@ -251,12 +253,19 @@ class SubscriberTrack(MediaStreamTrack):
         """aiortc's Encoder.pack: the shared payloads and this subscriber's RTP timestamp."""
         timestamp = item.frame.timestamp
         if item.generation != self._generation:
-            # New publisher session: continue this subscriber's timeline where it stopped.
-            start = 0 if self._last_out is None else self._last_out + self._step
+            # New publisher session: continue this subscriber's timeline as far on as the
+            # wall clock went (the relay's arrival times, the same for audio and video), so
+            # players keep audio and video in step across a teacher's reconnect.
+            if self._last_out is None:
+                start = 0
+            else:
+                gap = item.frame.received_at - self._last_received_at
+                start = self._last_out + max(self._step, round(gap * self._clock))
             self._offset = start - timestamp
             self._generation = item.generation
         out = timestamp + self._offset
         self._last_out = out
+        self._last_received_at = item.frame.received_at
         self.frames_sent += 1
         self._room_track.telemetry().frame_forwarded(self.kind, len(item.payloads), item.octets)
         return item.payloads, out & 0xFFFFFFFF

@@ -14,15 +14,12 @@ from server.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from server.metrics import RelayMetrics
-from server.tokens import Claims, TokenIssuer
+from server.keys import ISSUER_KEY, METRICS_KEY
+from server.tokens import Claims
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-ISSUER_KEY = web.AppKey("issuer", TokenIssuer)
-METRICS_KEY = web.AppKey("metrics", RelayMetrics)
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",

@@ -138,11 +138,11 @@ class RecordingService:
             raise Conflict(f"room {room!r} is not being recorded")
         if current.grace is not None and current.grace is not asyncio.current_task():
             current.grace.cancel()
-        await current.peer.close()
         try:
             self.recorder.stop(current.recording.id, status)
         except RecorderError as exc:
             logger.warning("room %s: %s", room, exc)
+        await current.peer.close()
 
     def status(self, room: str) -> tuple[RecordingInfo | None, str | None]:
         current = self._rooms.get(room)

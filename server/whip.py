@@ -8,12 +8,8 @@ from aiohttp import web
 from server import sdp
 from server.errors import Unprocessable
 from server.http import CORS_HEADERS, claims, read_body
-from server.relay import Relay
+from server.keys import RELAY_KEY, SETTINGS_KEY
 from server.sessions import PeerSession, Role
-from server.settings import Settings
-
-RELAY_KEY = web.AppKey("relay", Relay)
-SETTINGS_KEY = web.AppKey("settings", Settings)
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"

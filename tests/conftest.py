@@ -18,7 +18,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
 from server import settings as settings_mod
 from server.app import create_app
-from server.http import ISSUER_KEY
+from server.keys import ISSUER_KEY
 from server.s3server import EmbeddedS3
 from server.settings import Settings
 from server.tokens import Role

@@ -52,16 +52,18 @@ async def test_timestamps_continue_across_publisher_sessions() -> None:
     track = RoomTrack("video", keyframe_interval_s=10)
     g1 = track.attach_source(VP8, keyframe)
     sub = track.subscribe()
-    track.push(frame(0, True), g1)
-    track.push(frame(3000, False), g1)
+    t0 = 100.0
+    track.push(EncodedFrame(KEY, 0, True, t0), g1)
+    track.push(EncodedFrame(DELTA, 3000, False, t0 + 1 / 30), g1)
     out = [sub.pack(await sub.recv())[1] for _ in range(2)]
     track.detach_source(g1)
-    g2 = track.attach_source(VP8, keyframe)  # the teacher reconnects: timestamps restart
-    track.push(frame(0, True), g2)
+    g2 = track.attach_source(VP8, keyframe)  # the teacher is back 2 s later: timestamps restart
+    track.push(EncodedFrame(KEY, 0, True, t0 + 2 + 1 / 30), g2)
     track.push(frame(123, False), g1)  # a straggler from the old session is ignored
-    track.push(frame(3000, False), g2)
+    track.push(EncodedFrame(DELTA, 3000, False, t0 + 2 + 2 / 30), g2)
     out += [sub.pack(await sub.recv())[1] for _ in range(2)]
-    assert out == [0, 3000, 6000, 9000]
+    # the timeline goes on by the 2 s the teacher was away, then at the source's pace
+    assert out == [0, 3000, 3000 + 180000, 3000 + 183000]
     await track.close()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.ingest import IngestError, ingest
-from server.whip import RELAY_KEY
+from server.keys import RELAY_KEY
 from tests.conftest import LOOPBACK, Peers, eventually
 
 

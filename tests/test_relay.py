@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
+from server.keys import RELAY_KEY
 from server.settings import Settings
-from server.whip import RELAY_KEY
 from tests.conftest import Peers, eventually
 
 
@@ -85,7 +85,7 @@ async def test_subscriber_that_never_connects_is_bounded_and_closed(
         settings, ice=dataclasses.replace(settings.ice, connect_timeout_s=3.0),
         relay=dataclasses.replace(settings.relay, video_queue_frames=20))
     client = await aiohttp_client(create_app(settings))
-    from server.http import ISSUER_KEY
+    from server.keys import ISSUER_KEY
     from server.tokens import Role
 
     def mint(role: str, room: str | None = None) -> str:

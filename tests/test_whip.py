@@ -9,7 +9,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from server import ice
-from server.whip import RELAY_KEY
+from server.keys import RELAY_KEY
 from tests.conftest import LOOPBACK, Peers
 from tests.media import FrameCounter
 

@@ -1,0 +1,21 @@
+"""The application's typed state keys (aiohttp `web.AppKey`s): one place, no globals."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from server.metrics import RelayMetrics
+from server.recording import RecordingService
+from server.relay import Relay
+from server.settings import Settings
+from server.storage import S3Store
+from server.tokens import TokenIssuer
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+ISSUER_KEY = web.AppKey("issuer", TokenIssuer)
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+METRICS_KEY = web.AppKey("metrics", RelayMetrics)
+RELAY_KEY = web.AppKey("relay", Relay)
+STORE_KEY = web.AppKey("store", S3Store)
+RECORDINGS_KEY = web.AppKey("recordings", RecordingService)
