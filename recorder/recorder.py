@@ -15,6 +15,7 @@ from recorder.errors import DiskBudgetExceeded, NotRecording
 from recorder.manifest import LessonInfo, Manifest
 from recorder.metrics import RecorderMetrics
 from recorder.recording import STATE, RecorderConfig, Recording
+from recorder.segmenter import wait_for_orphan
 from recorder.store import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RecordingInfo:
     status: str
     started_at: float
     error: str | None
+    upload_error: str | None
     segments_stored: int
     bytes_stored: int
 
@@ -63,6 +65,7 @@ class Recorder:
         await asyncio.to_thread(self.spool_dir.mkdir, parents=True, exist_ok=True)
         self._monitor = asyncio.create_task(self._watch_spool(), name="spool-monitor")
         for spool in await asyncio.to_thread(self._leftovers):
+            await wait_for_orphan(spool)
             recording, status = await asyncio.to_thread(
                 Recording.from_spool, spool, self.store, self.config, self.metrics)
             logger.warning("recording %s of room %s was cut short by a restart; archiving it "
@@ -130,7 +133,7 @@ class Recorder:
         r = self._recordings.get(recording_id)
         if r is None:
             return None
-        return RecordingInfo(r.id, r.room, r.status, r.started_at, r.error,
+        return RecordingInfo(r.id, r.room, r.status, r.started_at, r.error, r.upload_error,
                              len(r.uploader.state.stored), r.uploader.state.bytes)
 
     # --- spool budget -----------------------------------------------------------------------

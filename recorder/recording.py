@@ -60,6 +60,7 @@ class Recording:
         self.started_at = started_at or time.time()
         self.status = "starting"
         self.error: str | None = None
+        self.upload_error: str | None = None  # the last failed upload pass, until one succeeds
         self.uploader = Uploader(store, spool, f"{config.prefix}/{recording_id}", metrics)
         self._store = store
         self._metrics = metrics
@@ -124,7 +125,9 @@ class Recording:
                 await self._thumbnail_if_due(final=False)
                 await self.uploader.sync()
                 delay = self.config.upload_interval_s
+                self.upload_error = None
             except RecorderError as exc:
+                self.upload_error = str(exc)
                 self._metrics.upload_failed()
                 delay = min(max(delay * 2, 1.0), 10.0)
                 logger.warning("recording %s: upload failed (%s); segments stay spooled, "

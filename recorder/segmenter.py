@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
+import signal
 from pathlib import Path
 
 import ffmpeg
@@ -14,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 PLAYLIST = "index.m3u8"
 INIT = "init.mp4"
+PID_FILE = "ffmpeg.pid"
 READY_TIMEOUT_S = 10.0
 
 
@@ -29,6 +33,20 @@ def argv(sdp_path: Path, spool: Path, segment_s: float) -> list[str]:
                 .overwrite_output().compile())
 
 
+def _terminate_with_parent() -> None:
+    """In the child: kill ffmpeg if the service dies (Linux prctl PR_SET_PDEATHSIG).
+
+    SIGKILL, not SIGTERM: measured here, ffmpeg signalled at its parent's death aborted its
+    trailer half-way and replaced the playlist with an empty file. Killed outright, it leaves
+    the last playlist it wrote (a complete file, renamed into place), which lists every
+    complete segment: what the recovery on the next start archives."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class Segmenter:
     """One ffmpeg process writing one recording's HLS into its spool directory."""
 
@@ -37,6 +55,7 @@ class Segmenter:
         self.streams = streams
         self.segment_s = segment_s
         self._process: asyncio.subprocess.Process | None = None
+        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         sdp_path = self.spool / "input.sdp"
@@ -45,9 +64,10 @@ class Segmenter:
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *argv(sdp_path, self.spool, self.segment_s), stdin=asyncio.subprocess.DEVNULL,
-                stdout=log, stderr=log)
+                stdout=log, stderr=log, preexec_fn=_terminate_with_parent)
         finally:
             log.close()
+        await asyncio.to_thread((self.spool / PID_FILE).write_text, str(self._process.pid))
         # Media sent before ffmpeg binds its ports would be lost: wait until it listens.
         deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
         while not all(port_bound(s.port) for s in self.streams):
@@ -73,7 +93,15 @@ class Segmenter:
         return await self._process.wait()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """terminate → wait(timeout) → kill; ffmpeg writes the final playlist on SIGTERM."""
+        """terminate → wait(timeout) → kill; ffmpeg writes the final playlist on SIGTERM.
+
+        Exactly one SIGTERM: ffmpeg aborts its output writes on a second signal, which left
+        a 0-byte playlist when two callers stopped it at once."""
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._stop(timeout_s), name="ffmpeg-stop")
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, timeout_s: float) -> None:
         process = self._process
         if process is None or process.returncode is not None:
             return
@@ -84,3 +112,38 @@ class Segmenter:
             logger.warning("ffmpeg in %s ignored SIGTERM; killing it", self.spool)
             process.kill()
             await process.wait()
+
+
+async def wait_for_orphan(spool: Path, timeout_s: float = 15.0) -> None:
+    """After a crash, the ffmpeg of `spool` may still be closing its files (it got SIGTERM
+    when the service died): wait for it, so the recovery reads a finished playlist."""
+    pid = await asyncio.to_thread(_orphan_pid, spool)
+    if pid is None:
+        return
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while _alive(pid):
+        if asyncio.get_running_loop().time() > deadline:
+            logger.warning("ffmpeg %d of %s is still running after a restart; killing it",
+                           pid, spool)
+            os.kill(pid, signal.SIGKILL)
+            break
+        await asyncio.sleep(0.1)
+
+
+def _orphan_pid(spool: Path) -> int | None:
+    try:
+        pid = int((spool / PID_FILE).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if str(spool).encode() in cmdline else None  # else the pid was reused
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

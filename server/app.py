@@ -82,7 +82,7 @@ async def _archive(app: web.Application) -> AsyncIterator[None]:
     rec = settings.recorder
     recorder = Recorder(store, data_dir / "spool", RecorderMetrics(app[REGISTRY_KEY]),
                         config=RecorderConfig(segment_s=rec.segment_s, prefix=rec.prefix),
-                        spool_budget_bytes=rec.spool_budget_mb * 1024 * 1024)
+                        spool_budget_bytes=int(rec.spool_budget_mb * 1024 * 1024))
     await recorder.open()
     service = RecordingService(app[RELAY_KEY], recorder, auto_start=rec.auto_start,
                                grace_s=rec.grace_s)

@@ -60,3 +60,8 @@ class UnsupportedMediaType(ClassCastError):
 class Unprocessable(ClassCastError):
     status = 422
     code = "unprocessable"
+
+
+class InsufficientStorage(ClassCastError):
+    status = 507
+    code = "insufficient_storage"

@@ -64,13 +64,14 @@ def same_codec(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
 
 class RoomTrack:
     def __init__(self, kind: str, *, video_queue: int = 90, audio_queue: int = 50,
-                 keyframe_interval_s: float = 1.0,
+                 keyframe_interval_s: float = 1.0, join_keyframe_interval_s: float = 0.25,
                  telemetry: RelayTelemetry | None = None) -> None:
         self.kind = kind
         self.codec: RTCRtpCodecParameters | None = None
         self.generation = 0
         self._queue_limit = video_queue if kind == "video" else audio_queue
         self._keyframe_interval_s = keyframe_interval_s
+        self._join_keyframe_interval_s = min(join_keyframe_interval_s, keyframe_interval_s)
         self._telemetry: RelayTelemetry = telemetry or NullTelemetry()
         self._subscribers: set[SubscriberTrack] = set()
         self._packetizer: Packetizer | None = None
@@ -148,7 +149,10 @@ class RoomTrack:
     async def _keyframe_pump(self) -> None:
         while True:
             await self._keyframe_wanted.wait()
-            wait = self._last_keyframe_request + self._keyframe_interval_s - time.monotonic()
+            # A classroom joining waits for its first picture: it may ask sooner.
+            interval = (self._join_keyframe_interval_s if self._keyframe_reasons == {"join"}
+                        else self._keyframe_interval_s)
+            wait = self._last_keyframe_request + interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._keyframe_wanted.clear()
@@ -229,7 +233,10 @@ class SubscriberTrack(MediaStreamTrack):
                 self._queue.clear()
                 telemetry.frames_dropped(self.kind, "slow_subscriber", dropped + 1)
                 self._waiting_keyframe = True
-                self._room_track.request_keyframe("slow_subscriber")
+                if self.first_frame_at is not None:
+                    # Only a classroom that is being sent to asks the teacher; one whose
+                    # connection is not up yet asks when it first reads (see recv).
+                    self._room_track.request_keyframe("slow_subscriber")
                 return
             self._queue.popleft()
             telemetry.frames_dropped(self.kind, "slow_subscriber", 1)
@@ -237,6 +244,9 @@ class SubscriberTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> RelayFrame:  # type: ignore[override]
+        if self.first_frame_at is None and self._waiting_keyframe and not self._queue:
+            # The connection is up and nothing usable is queued: ask for a picture now.
+            self._room_track.request_keyframe("join")
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError

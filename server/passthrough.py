@@ -56,6 +56,22 @@ def is_keyframe(codec_name: str, data: bytes) -> bool:
     return True  # audio: every frame stands alone
 
 
+def starts_frame(codec_name: str, payload: bytes) -> bool:
+    """Whether an RTP payload is the first packet of a frame (read from its payload header)."""
+    if not payload:
+        return False
+    name = codec_name.upper()
+    if name == "H264":
+        nal_type = payload[0] & 0x1F
+        if nal_type == 28:  # FU-A: its start bit
+            return len(payload) > 1 and bool(payload[1] & 0x80)
+        return 1 <= nal_type <= 24  # a single NAL unit or a STAP-A
+    if name == "VP8":
+        # RFC 7741 4.2: S (start of a partition) set and partition index 0
+        return bool(payload[0] & 0x10) and (payload[0] & 0x07) == 0
+    return True
+
+
 def _h264_has_idr(data: bytes) -> bool:
     # aiortc's depayloader yields Annex-B: each NAL unit after a 00 00 01 start code.
     start = 0
@@ -161,10 +177,14 @@ class FrameAssembler:
     def _add_video(self, packet: RtpPacket) -> bool:
         seq = packet.sequence_number
         if self._next_seq is None:
-            # Frames start after the first marker we see.
-            if packet.marker:
+            # Start at a packet that opens a frame, or else after the next frame's end.
+            if starts_frame(self.codec_name, packet.payload):
+                self._next_seq = seq
+            elif packet.marker:
                 self._next_seq = uint16_add(seq, 1)
-            return False
+                return False
+            else:
+                return False
         if not uint16_gt(seq, uint16_add(self._next_seq, -1)):
             return False  # late or duplicate
         self._packets[seq] = packet

@@ -13,12 +13,12 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from recorder.errors import RecorderError, UnsupportedCodec
+from recorder.errors import DiskBudgetExceeded, RecorderError, UnsupportedCodec
 from recorder.manifest import LessonInfo
 from recorder.recorder import Recorder, RecordingInfo
 from recorder.recording import Recording
 from server import ice
-from server.errors import Conflict, Unprocessable
+from server.errors import Conflict, InsufficientStorage, Unprocessable
 from server.passthrough import EncodedFrame, FrameAssembler, attach_receiver
 from server.relay import Relay
 from server.sessions import PeerSession
@@ -122,6 +122,9 @@ class RecordingService:
         except UnsupportedCodec as exc:
             self._errors[room] = str(exc)
             raise Unprocessable(str(exc)) from exc
+        except DiskBudgetExceeded as exc:
+            self._errors[room] = str(exc)
+            raise InsufficientStorage(str(exc)) from exc
         peer = RecorderPeer(self.relay, room, recording)
         self._rooms[room] = RoomRecording(recording, peer)
         self._errors.pop(room, None)
@@ -153,7 +156,7 @@ class RecordingService:
     async def _auto_start(self, room: str) -> None:
         try:
             await self.start(room)
-        except (Conflict, Unprocessable, RecorderError) as exc:
+        except (Conflict, Unprocessable, InsufficientStorage, RecorderError) as exc:
             logger.error("room %s is live but not recorded: %s",
                          room, getattr(exc, "message", exc))
             self._errors[room] = str(getattr(exc, "message", exc))

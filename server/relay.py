@@ -46,10 +46,7 @@ class Relay:
     def __init__(self, settings: Settings, metrics: RelayMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
-        relay = settings.relay
-        self.rooms = Rooms(video_queue=relay.video_queue_frames,
-                           audio_queue=relay.audio_queue_frames,
-                           keyframe_interval_s=relay.keyframe_interval_s, telemetry=metrics)
+        self.rooms = Rooms(settings.relay, metrics)
         self.sessions: dict[str, PeerSession] = {}
         self.listeners: list[RoomListener] = []
         metrics.bind_counts(

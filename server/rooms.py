@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from server.forwarder import RelayTelemetry, RoomTrack
 from server.sessions import PeerSession
+from server.settings import RelaySettings
 
 KINDS = ("audio", "video")
 
@@ -46,13 +47,15 @@ class RoomInfo:
 
 class Room:
     def __init__(self, name: str, *, video_queue: int, audio_queue: int,
-                 keyframe_interval_s: float, telemetry: RelayTelemetry) -> None:
+                 keyframe_interval_s: float, join_keyframe_interval_s: float,
+                 telemetry: RelayTelemetry) -> None:
         self.name = name
         self.publishers: list[PeerSession] = []
         self.subscribers: dict[str, PeerSession] = {}
         self.live_since: float | None = None
         self.tracks = {kind: RoomTrack(kind, video_queue=video_queue, audio_queue=audio_queue,
                                        keyframe_interval_s=keyframe_interval_s,
+                                       join_keyframe_interval_s=join_keyframe_interval_s,
                                        telemetry=telemetry)
                        for kind in KINDS}
 
@@ -91,11 +94,9 @@ class Room:
 class Rooms:
     """The registry of rooms that have a publisher or subscribers now."""
 
-    def __init__(self, *, video_queue: int, audio_queue: int, keyframe_interval_s: float,
-                 telemetry: RelayTelemetry) -> None:
+    def __init__(self, settings: RelaySettings, telemetry: RelayTelemetry) -> None:
         self._rooms: dict[str, Room] = {}
-        self._options = dict(video_queue=video_queue, audio_queue=audio_queue,
-                             keyframe_interval_s=keyframe_interval_s)
+        self._settings = settings
         self._telemetry = telemetry
 
     def get(self, name: str) -> Room | None:
@@ -104,7 +105,11 @@ class Rooms:
     def get_or_create(self, name: str) -> Room:
         room = self._rooms.get(name)
         if room is None:
-            room = Room(name, telemetry=self._telemetry, **self._options)  # type: ignore[arg-type]
+            s = self._settings
+            room = Room(name, video_queue=s.video_queue_frames, audio_queue=s.audio_queue_frames,
+                        keyframe_interval_s=s.keyframe_interval_s,
+                        join_keyframe_interval_s=s.join_keyframe_interval_s,
+                        telemetry=self._telemetry)
             self._rooms[name] = room
         return room
 

@@ -72,6 +72,10 @@ class RelaySettings:
     keyframe_interval_s: float = _setting(
         1.0, "Least time between two keyframe requests sent to a teacher."
     )
+    join_keyframe_interval_s: float = _setting(
+        0.25, "Least time between keyframe requests made only for classrooms joining (each "
+        "new classroom waits for a keyframe before its first picture)."
+    )
     loss_wait_s: float = _setting(
         0.5, "How long the relay waits for a lost video packet before skipping the frame."
     )
@@ -95,8 +99,8 @@ class RecorderSettings:
     grace_s: float = _setting(
         60.0, "How long a recording waits for a teacher who dropped out before it ends.")
     segment_s: float = _setting(2.0, "Target HLS segment length in seconds (cut at keyframes).")
-    spool_budget_mb: int = _setting(
-        2048, "Disk the local spool may use while the archive is unreachable; recordings stop "
+    spool_budget_mb: float = _setting(
+        2048.0, "Disk the local spool may use while the archive is unreachable; recordings stop "
         "(keeping what they have) when it is spent.")
     prefix: str = _setting("lessons", "Key prefix of recordings in the bucket.")
 

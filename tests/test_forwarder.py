@@ -85,5 +85,5 @@ async def test_keyframe_requests_are_rate_limited_but_never_lost() -> None:
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polling a plain list, bounded by wait_for
+    while not predicate():
         await asyncio.sleep(0.01)
