@@ -123,3 +123,25 @@ def test_packetizer_output_depayloads_to_the_same_frame(codec: str) -> None:
     params = RTCRtpCodecParameters(mimeType=f"video/{codec}", clockRate=90000, payloadType=96)
     data = b"".join(depayload(params, p) for p in Packetizer(codec)(frame))
     assert data.endswith(frame[-1000:]) and len(data) >= len(frame) - 4
+
+
+def test_a_publishers_first_frame_is_kept_when_its_first_packet_opens_it() -> None:
+    out, asm = collect()
+    first = packet(500, 0, IDR[:6], False)
+    first.payload = b"\x7c\x85"  # FU-A, start bit set
+    asm.add(first)
+    last = packet(501, 0, IDR[6:], True)
+    last.payload = b"\x7c\x45"
+    asm.add(last)
+    asm.add(packet(502, 3000, P_SLICE, True))
+    assert [f.timestamp for f in out] == [0, 3000] and out[0].keyframe
+
+
+def test_frame_starts_are_read_from_payload_headers() -> None:
+    from server.passthrough import starts_frame
+
+    assert starts_frame("H264", b"\x65\x88")  # a single NAL unit
+    assert starts_frame("H264", b"\x78\x00")  # STAP-A
+    assert starts_frame("H264", b"\x7c\x85") and not starts_frame("H264", b"\x7c\x05")
+    assert starts_frame("VP8", b"\x90\x80") and not starts_frame("VP8", b"\x80\x80")
+    assert not starts_frame("VP8", b"")
