@@ -85,7 +85,7 @@ async def _archive(app: web.Application) -> AsyncIterator[None]:
                         spool_budget_bytes=int(rec.spool_budget_mb * 1024 * 1024))
     await recorder.open()
     service = RecordingService(app[RELAY_KEY], recorder, auto_start=rec.auto_start,
-                               grace_s=rec.grace_s)
+                               grace_s=rec.grace_s, manual_rooms=rec.manual_rooms)
     app[RECORDINGS_KEY] = service
     try:
         yield

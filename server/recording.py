@@ -80,10 +80,11 @@ class RecordingService:
     """Implements the relay's room listener; owns the recorder peers and grace timers."""
 
     def __init__(self, relay: Relay, recorder: Recorder, *, auto_start: bool,
-                 grace_s: float) -> None:
+                 grace_s: float, manual_rooms: tuple[str, ...] = ()) -> None:
         self.relay = relay
         self.recorder = recorder
         self.auto_start = auto_start
+        self.manual_rooms = frozenset(manual_rooms)
         self.grace_s = grace_s
         self._rooms: dict[str, RoomRecording] = {}
         self._errors: dict[str, str] = {}
@@ -98,7 +99,7 @@ class RecordingService:
             current.grace = None
             logger.info("room %s: teacher back within the grace period; recording %s goes on",
                         room, current.recording.id)
-        elif current is None and self.auto_start:
+        elif current is None and self.auto_start and room not in self.manual_rooms:
             self._spawn(self._auto_start(room), f"record-{room}")
 
     def room_not_live(self, room: str) -> None:

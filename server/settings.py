@@ -96,6 +96,8 @@ class S3Settings:
 @dataclass(frozen=True)
 class RecorderSettings:
     auto_start: bool = _setting(True, "Record every lesson from the moment its room goes live.")
+    manual_rooms: tuple[str, ...] = _setting(
+        (), "Rooms recorded only when their teacher starts it (the API), whatever auto_start.")
     grace_s: float = _setting(
         60.0, "How long a recording waits for a teacher who dropped out before it ends.")
     segment_s: float = _setting(2.0, "Target HLS segment length in seconds (cut at keyframes).")
