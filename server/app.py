@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,15 +10,19 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from recorder.errors import StoreError
+from catalog.catalog import Catalog
+from catalog.index import CatalogIndex
+from recorder.manifest import Manifest
 from recorder.metrics import RecorderMetrics
 from recorder.recorder import Recorder
 from recorder.recording import RecorderConfig
-from server import api, ice, pages, whip
+from server import api, ice, lessons, pages, whip
 from server.http import error_middleware
 from server.keys import (
+    CATALOG_KEY,
     ISSUER_KEY,
     METRICS_KEY,
+    PROXY_PLAYBACK_KEY,
     RECORDINGS_KEY,
     REGISTRY_KEY,
     RELAY_KEY,
@@ -27,9 +32,8 @@ from server.keys import (
 from server.metrics import RelayMetrics
 from server.recording import RecordingService
 from server.relay import Relay
-from server.s3server import EmbeddedS3
 from server.settings import Settings
-from server.storage import S3Store
+from server.storage import S3Store, open_archive
 from server.tokens import TokenIssuer, load_or_create_secret
 
 logger = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS_KEY] = RelayMetrics(registry)
     whip.add_routes(app)
     api.add_routes(app)
+    lessons.add_routes(app)
     pages.add_routes(app)
     app.cleanup_ctx.append(_relay)
     app.cleanup_ctx.append(_archive)
@@ -61,28 +66,34 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _archive(app: web.Application) -> AsyncIterator[None]:
-    """The bucket (embedded S3 server unless an endpoint is configured) and the recorder."""
+    """The bucket (embedded S3 server unless an endpoint is configured), the catalog and
+    the recorder."""
+    settings = app[SETTINGS_KEY]
+    async with open_archive(settings) as archive:
+        app[STORE_KEY] = archive.store
+        mode = settings.catalog.playback
+        app[PROXY_PLAYBACK_KEY] = mode == "proxy" or (mode == "auto" and archive.embedded)
+        async with _catalog_and_recorder(app, archive.store):
+            yield
+
+
+@contextlib.asynccontextmanager
+async def _catalog_and_recorder(app: web.Application, store: S3Store) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     data_dir = Path(settings.data_dir)
-    embedded: EmbeddedS3 | None = None
-    s3 = settings.s3
-    endpoint, access_key, secret_key = s3.endpoint, s3.access_key, s3.secret_key
-    if not endpoint:
-        secret_key = load_or_create_secret(secret_key, data_dir, "s3-secret")
-        embedded = EmbeddedS3(data_dir / "s3", access_key, secret_key)
-        endpoint = (await embedded.start()).endpoint
-    store = S3Store(endpoint, access_key, secret_key, s3.bucket, secure=s3.secure)
-    app[STORE_KEY] = store
-    try:
-        await store.ensure_bucket()
-    except StoreError as exc:
-        # Not fatal: recordings spool locally and upload once the archive answers.
-        logger.error("the archive bucket %s at %s is not usable: %s; recordings will be "
-                     "spooled until it is", s3.bucket, endpoint, exc)
+    index = CatalogIndex(data_dir / "catalog.sqlite3")
+    await index.open()
+    catalog = Catalog(index, store, settings.recorder.prefix)
+    app[CATALOG_KEY] = catalog
+
+    async def recorded(manifest: Manifest) -> None:
+        await catalog.add_manifest(manifest.to_json(), manifest.playlist)
+
     rec = settings.recorder
     recorder = Recorder(store, data_dir / "spool", RecorderMetrics(app[REGISTRY_KEY]),
                         config=RecorderConfig(segment_s=rec.segment_s, prefix=rec.prefix),
-                        spool_budget_bytes=int(rec.spool_budget_mb * 1024 * 1024))
+                        spool_budget_bytes=int(rec.spool_budget_mb * 1024 * 1024),
+                        on_finished=recorded)
     await recorder.open()
     service = RecordingService(app[RELAY_KEY], recorder, auto_start=rec.auto_start,
                                grace_s=rec.grace_s, manual_rooms=rec.manual_rooms)
@@ -91,5 +102,4 @@ async def _archive(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await service.close()
-        if embedded is not None:
-            await embedded.stop()
+        await index.close()

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from catalog.errors import CatalogError
+from recorder.errors import RecorderError
 from server.errors import (
     BadRequest,
     ClassCastError,
@@ -20,6 +22,12 @@ from server.tokens import Claims
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LIBRARY_STATUS = {
+    "not_found": 404, "bad_query": 400, "corrupt_manifest": 422, "archive_unavailable": 503,
+    "store_unavailable": 503, "unsupported_codec": 422, "disk_budget_exceeded": 507,
+    "not_recording": 409,
+}
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -45,6 +53,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 500:
             logger.error("%s %s failed: %s", request.method, request.path, exc.message)
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except (CatalogError, RecorderError) as exc:
+        # the libraries' own errors, by their code
+        status = LIBRARY_STATUS.get(exc.code, 500)
+        request.app[METRICS_KEY].requests_rejected.labels(str(status)).inc()
+        if status >= 500:
+            logger.error("%s %s failed: %s", request.method, request.path, exc)
+        return error_response(status, exc.code, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

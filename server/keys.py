@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from catalog.catalog import Catalog
 from server.metrics import RelayMetrics
 from server.recording import RecordingService
 from server.relay import Relay
@@ -19,3 +20,5 @@ METRICS_KEY = web.AppKey("metrics", RelayMetrics)
 RELAY_KEY = web.AppKey("relay", Relay)
 STORE_KEY = web.AppKey("store", S3Store)
 RECORDINGS_KEY = web.AppKey("recordings", RecordingService)
+CATALOG_KEY = web.AppKey("catalog", Catalog)
+PROXY_PLAYBACK_KEY = web.AppKey("proxy_playback", bool)

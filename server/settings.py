@@ -108,6 +108,15 @@ class RecorderSettings:
 
 
 @dataclass(frozen=True)
+class CatalogSettings:
+    playback: str = _setting(
+        "auto", "How players fetch recordings: 'presigned' (straight from the bucket with "
+        "signed URLs), 'proxy' (through this server, for a bucket clients cannot reach), or "
+        "'auto' (proxy for the embedded S3 server, presigned otherwise).")
+    presign_ttl_s: int = _setting(6 * 3600, "Lifetime of presigned playback URLs.")
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = _setting("./data", "Directory for the secret, spool and local state.",
                              "--data-dir")
@@ -117,6 +126,7 @@ class Settings:
     relay: RelaySettings = field(default_factory=RelaySettings)
     s3: S3Settings = field(default_factory=S3Settings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
 
     @property
     def base_url(self) -> str:
@@ -133,6 +143,7 @@ SECTIONS: dict[str, type] = {
     "relay": RelaySettings,
     "s3": S3Settings,
     "recorder": RecorderSettings,
+    "catalog": CatalogSettings,
 }
 
 # Historic, documented environment names that do not follow SECTION_FIELD.

@@ -7,21 +7,33 @@ Every SDK call blocks, so each runs in a worker thread. Failures become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
+from catalog.errors import ArchiveUnavailable
 from recorder.errors import StoreError
+from server.s3server import EmbeddedS3
+from server.settings import Settings
+from server.tokens import load_or_create_secret
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class StorageError(StoreError, ArchiveUnavailable):
+    """The bucket failed; both the recorder and the catalog know this as theirs."""
 
 
 class S3Store:
@@ -40,9 +52,9 @@ class S3Store:
         try:
             return await asyncio.to_thread(fn)
         except S3Error as exc:
-            raise StoreError(f"S3 {what} refused: {exc.code} ({exc.message})") from exc
+            raise StorageError(f"S3 {what} refused: {exc.code} ({exc.message})") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise StoreError(f"S3 {what} failed: {type(exc).__name__}: {exc}") from exc
+            raise StorageError(f"S3 {what} failed: {type(exc).__name__}: {exc}") from exc
 
     async def ensure_bucket(self) -> None:
         def make() -> None:
@@ -79,3 +91,70 @@ class S3Store:
         return await self._call(f"listing of {prefix}", lambda: [
             o.object_name for o in self._client.list_objects(self.bucket, prefix, recursive=True)
             if o.object_name is not None])
+
+    async def delete_keys(self, keys: list[str]) -> None:
+        def delete() -> None:
+            errors = list(self._client.remove_objects(
+                self.bucket, [DeleteObject(k) for k in keys]))
+            if errors:
+                raise StorageError(f"S3 delete failed for {len(errors)} objects: {errors[0]}")
+
+        await self._call(f"delete of {len(keys)} objects", delete)
+
+    async def size(self, key: str) -> int | None:
+        def stat() -> int | None:
+            try:
+                return self._client.stat_object(self.bucket, key).size
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                    return None
+                raise
+
+        return await self._call(f"stat of {key}", stat)
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        def get() -> bytes:
+            response = self._client.get_object(self.bucket, key, offset=offset, length=length)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await self._call(f"download of {key}", get)
+
+    def presigned_url(self, key: str, expires_s: int) -> str:
+        """A URL anyone can GET the object with until it expires (computed locally)."""
+        return self._client.presigned_get_object(self.bucket, key,
+                                                 expires=timedelta(seconds=expires_s))
+
+
+@dataclass(frozen=True)
+class Archive:
+    store: S3Store
+    embedded: bool
+
+
+@contextlib.asynccontextmanager
+async def open_archive(settings: Settings) -> AsyncIterator[Archive]:
+    """The configured bucket, or the embedded S3 server's (started here and stopped after)."""
+    s3 = settings.s3
+    data_dir = Path(settings.data_dir)
+    endpoint, secret_key = s3.endpoint, s3.secret_key
+    embedded: EmbeddedS3 | None = None
+    if not endpoint:
+        secret_key = load_or_create_secret(secret_key, data_dir, "s3-secret")
+        embedded = EmbeddedS3(data_dir / "s3", s3.access_key, secret_key)
+        endpoint = (await embedded.start()).endpoint
+    try:
+        store = S3Store(endpoint, s3.access_key, secret_key, s3.bucket, secure=s3.secure)
+        try:
+            await store.ensure_bucket()
+        except StorageError as exc:
+            # Not fatal: recordings spool locally and upload once the archive answers.
+            logger.error("the archive bucket %s at %s is not usable: %s; recordings will be "
+                         "spooled until it is", s3.bucket, endpoint, exc)
+        yield Archive(store, embedded is not None)
+    finally:
+        if embedded is not None:
+            await embedded.stop()

@@ -1,0 +1,65 @@
+"""Search terms for Chinese and English text, as the FTS5 index stores and queries them.
+
+Chinese has no spaces, and most words are two characters (分数, 乐山), which a trigram
+tokenizer cannot match. So text is turned into terms before it reaches SQLite: each run of
+CJK characters becomes its overlapping bigrams (in order, so a longer word is a phrase of
+them) plus, in a second column, its single characters; other text becomes lower-case words.
+Queries are built from the same terms, every term quoted, so FTS5 syntax in a query is
+searched for literally and never raises.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+_CJK = (r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"
+        r"\u3040-\u30ff\uac00-\ud7af")
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_]+", re.UNICODE)
+_IS_CJK = re.compile(rf"[{_CJK}]")
+
+
+@dataclass(frozen=True)
+class Terms:
+    bigrams: str  # space-separated, in text order
+    unigrams: str
+    words: str
+
+
+def _normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def index_terms(text: str) -> Terms:
+    bigrams: list[str] = []
+    unigrams: list[str] = []
+    words: list[str] = []
+    for match in _TOKEN.finditer(_normalize(text)):
+        token = match.group()
+        if _IS_CJK.match(token):
+            unigrams.extend(token)
+            bigrams.extend(token[i:i + 2] for i in range(len(token) - 1))
+        else:
+            words.append(token)
+    return Terms(" ".join(bigrams), " ".join(unigrams), " ".join(words))
+
+
+def _quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def match_query(query: str) -> str | None:
+    """An FTS5 MATCH expression requiring every term of `query`; None if it has none."""
+    parts: list[str] = []
+    for match in _TOKEN.finditer(_normalize(query)):
+        token = match.group()
+        if _IS_CJK.match(token):
+            if len(token) == 1:
+                parts.append(f"unigrams : {_quote(token)}")
+            else:
+                phrase = " ".join(token[i:i + 2] for i in range(len(token) - 1))
+                parts.append(f"bigrams : {_quote(phrase)}")
+        else:
+            parts.append(f"words : {_quote(token)} *")
+    return " AND ".join(parts) if parts else None
