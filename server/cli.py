@@ -11,13 +11,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
+from catalog.catalog import Catalog
+from catalog.errors import CatalogError
+from catalog.index import CatalogIndex
 from server import settings as settings_mod
 from server.app import create_app
 from server.errors import ClassCastError
 from server.ingest import DEMO_SOURCE, IngestError, IngestOptions, ingest
 from server.settings import Settings
+from server.storage import open_archive
 from server.tokens import Role, TokenIssuer, load_or_create_secret, parse_ttl
 
 logger = logging.getLogger("classcast")
@@ -43,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--room", help="Room the token is for (default: every room).")
     token.add_argument("--ttl", default="8h", help="Lifetime, e.g. 90s, 15m, 8h, 365d.")
     token.add_argument("--subject", default="", help="Who holds it (school, classroom, …).")
+
+    cat = sub.add_parser("catalog", help="The lesson catalog.")
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
+    reindex = cat_sub.add_parser("reindex", help="Rebuild the index from the bucket's manifests.")
+    settings_mod.add_arguments(reindex)
 
     ing = sub.add_parser("ingest", help="Publish an RTSP/RTMP URL or a file into a room.")
     settings_mod.add_arguments(ing)
@@ -116,6 +126,34 @@ async def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reindex(settings: Settings) -> int:
+    """Through the running service if there is one (it owns the index), else directly."""
+    token = _issuer(settings).mint(Role.ADMIN, subject="cli", ttl_s=600)
+    url = f"{settings.base_url}/api/catalog/reindex"
+    try:
+        async with aiohttp.ClientSession() as http, http.post(
+                url, headers={"Authorization": f"Bearer {token}"}) as response:
+            body = await response.json()
+            if response.status != 200:
+                print(f"classcast: {body.get('message', body)}", file=sys.stderr)
+                return 1
+            report = (body["indexed"], [(s["manifest"], s["error"]) for s in body["skipped"]])
+    except aiohttp.ClientConnectionError:
+        async with open_archive(settings) as archive:
+            index = CatalogIndex(Path(settings.data_dir) / "catalog.sqlite3")
+            await index.open()
+            try:
+                result = await Catalog(index, archive.store, settings.recorder.prefix).reindex()
+            finally:
+                await index.close()
+            report = (result.indexed, list(result.skipped))
+    indexed, skipped = report
+    for key, why in skipped:
+        print(f"skipped {key}: {why}", file=sys.stderr)
+    print(f"indexed {indexed} lessons, skipped {len(skipped)} corrupt manifests")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -137,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(settings, args.room))
         elif args.command == "ingest":
             return asyncio.run(_ingest(settings, args))
-    except (ClassCastError, IngestError, ValueError) as exc:
+        elif args.command == "catalog" and args.catalog_command == "reindex":
+            return asyncio.run(_reindex(settings))
+    except (ClassCastError, CatalogError, IngestError, ValueError) as exc:
         print(f"classcast: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -159,7 +159,16 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def reindex(request: web.Request) -> web.Response:
+    """Rebuild the index from the bucket's manifests (admin)."""
+    claims(request).require_admin()
+    report = await request.app[CATALOG_KEY].reindex()
+    return web.json_response({"indexed": report.indexed, "skipped": [
+        {"manifest": key, "error": why} for key, why in report.skipped]})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/catalog/reindex", reindex)
     app.router.add_get("/api/lessons", search)
     app.router.add_get("/api/lessons/{id}", detail)
     app.router.add_patch("/api/lessons/{id}", edit)
