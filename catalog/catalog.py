@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from catalog.download import Downloads
 from catalog.errors import ArchiveUnavailable, CorruptManifest
 from catalog.index import CatalogIndex, Page, Query
 from catalog.models import Lesson, edited_manifest, lesson_from_manifest
@@ -33,6 +34,11 @@ class Catalog:
         self.index = index
         self.store = store
         self.prefix = prefix.strip("/") + "/"
+        self.downloads = Downloads(store)
+
+    async def close(self) -> None:
+        await self.downloads.close()
+        await self.index.close()
 
     def manifest_key(self, lesson: Lesson) -> str:
         return lesson.prefix + MANIFEST

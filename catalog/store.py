@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 
@@ -11,6 +12,8 @@ class ArchiveStore(Protocol):
     async def get_bytes(self, key: str) -> bytes: ...
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> int: ...
 
     async def list_keys(self, prefix: str) -> list[str]: ...
 

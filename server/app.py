@@ -102,4 +102,4 @@ async def _catalog_and_recorder(app: web.Application, store: S3Store) -> AsyncIt
         yield
     finally:
         await service.close()
-        await index.close()
+        await catalog.close()

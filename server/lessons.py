@@ -38,7 +38,8 @@ def _playback(request: web.Request, lesson: Lesson) -> dict[str, str | None]:
     thumb = None
     if lesson.thumbnail:
         thumb = _media_url(request, lesson, lesson.thumbnail)
-    return {"playlist": f"{base}/playlist.m3u8?token={token}", "thumbnail": thumb}
+    return {"playlist": f"{base}/playlist.m3u8?token={token}", "thumbnail": thumb,
+            "download": f"{base}/download?token={token}"}
 
 
 def _media_url(request: web.Request, lesson: Lesson, key: str) -> str:
@@ -109,6 +110,8 @@ async def media(request: web.Request) -> web.StreamResponse:
         "Content-Length": str(end - start + 1), "Cache-Control": "private, max-age=86400"})
     if status == 206:
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    if name == "lesson.mp4":
+        response.headers["Content-Disposition"] = f'attachment; filename="{lesson.id}.mp4"'
     await response.prepare(request)
     offset = start
     while offset <= end:
@@ -159,6 +162,17 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def download(request: web.Request) -> web.Response:
+    """The whole lesson as one MP4 (joined on first request, then kept in the bucket)."""
+    claims(request)
+    catalog = request.app[CATALOG_KEY]
+    lesson = await catalog.get(request.match_info["id"])
+    if lesson.status == "missing":
+        raise NotFound(f"the recording of lesson {lesson.id} is gone from the archive")
+    key = await catalog.downloads.ensure(lesson)
+    raise web.HTTPFound(_media_url(request, lesson, key))
+
+
 async def reindex(request: web.Request) -> web.Response:
     """Rebuild the index from the bucket's manifests (admin)."""
     claims(request).require_admin()
@@ -175,3 +189,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/lessons/{id}", delete)
     app.router.add_get("/api/lessons/{id}/playlist.m3u8", playlist)
     app.router.add_get("/api/lessons/{id}/media/{name}", media)
+    app.router.add_get("/api/lessons/{id}/download", download)

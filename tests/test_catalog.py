@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -197,7 +198,7 @@ async def test_edit_and_delete(client: TestClient, token: Callable[..., str]) ->
 @pytest.mark.parametrize("playback", ["proxy", "presigned"])
 async def test_a_recorded_lesson_is_found_and_plays(
         aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings,
-        playback: str) -> None:
+        playback: str, tmp_path: Path) -> None:
     settings = dataclasses.replace(recording_settings(settings, grace_s=0.5),
                                    catalog=dataclasses.replace(settings.catalog,
                                                                playback=playback))
@@ -229,6 +230,19 @@ async def test_a_recorded_lesson_is_found_and_plays(
         "ffmpeg", "-v", "error", "-nostdin", "-i", url, "-f", "null", "-"],
         capture_output=True, text=True)
     assert decode.returncode == 0 and decode.stderr == "", decode.stderr
+    # the whole lesson as one MP4, joined with -c copy on the first request
+    resp = await client.get(lesson["playback"]["download"])
+    assert resp.status == 200, await resp.text()
+    mp4 = await resp.read()
+    assert mp4[4:8] == b"ftyp"
+    keys = await client.app[STORE_KEY].list_keys(f"lessons/{lesson['id']}/")
+    assert f"lessons/{lesson['id']}/lesson.mp4" in keys  # kept for the next download
+    path = tmp_path / "lesson.mp4"
+    path.write_bytes(mp4)
+    probe = await asyncio.to_thread(subprocess.run, [
+        "ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+        str(path)], capture_output=True, text=True)
+    assert abs(float(probe.stdout) - lesson["duration_s"]) < 1.0
     if playback == "proxy":  # byte ranges through the server
         media = f"/api/lessons/{lesson['id']}/media/init.mp4"
         resp = await client.get(media, headers={"Authorization": f"Bearer {viewer}",
