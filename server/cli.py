@@ -17,9 +17,12 @@ from aiohttp import web
 from catalog.catalog import Catalog
 from catalog.errors import CatalogError
 from catalog.index import CatalogIndex
+from recorder.errors import RecorderError
+from recorder.manifest import LessonInfo
 from server import settings as settings_mod
 from server.app import create_app
 from server.errors import ClassCastError
+from server.importer import ImportFailed, ImportRequest, import_lesson
 from server.ingest import DEMO_SOURCE, IngestError, IngestOptions, ingest
 from server.settings import Settings
 from server.storage import open_archive
@@ -53,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
     reindex = cat_sub.add_parser("reindex", help="Rebuild the index from the bucket's manifests.")
     settings_mod.add_arguments(reindex)
+    imp = cat_sub.add_parser("import", help="Archive a lesson recorded elsewhere (an MP4).")
+    settings_mod.add_arguments(imp)
+    imp.add_argument("file", help="The recording (MP4, MKV, …).")
+    imp.add_argument("--title", required=True)
+    imp.add_argument("--subject", default="")
+    imp.add_argument("--grade", default="")
+    imp.add_argument("--school", default="")
+    imp.add_argument("--county", default="")
+    imp.add_argument("--teacher", default="")
+    imp.add_argument("--room", default="imported")
+    imp.add_argument("--description", default="")
+    imp.add_argument("--tag", action="append", default=[], help="A tag (repeatable).")
 
     ing = sub.add_parser("ingest", help="Publish an RTSP/RTMP URL or a file into a room.")
     settings_mod.add_arguments(ing)
@@ -126,6 +141,37 @@ async def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    request = ImportRequest(
+        path=Path(args.file), room=args.room, county=args.county,
+        description=args.description, tags=tuple(args.tag),
+        lesson=LessonInfo(school=args.school, teacher=args.teacher, subject=args.subject,
+                          grade=args.grade, title=args.title))
+    async with open_archive(settings) as archive:
+        manifest = await import_lesson(request, archive.store, settings.recorder.prefix,
+                                       settings.recorder.segment_s)
+        key = manifest.playlist.rsplit("/", 1)[0] + "/manifest.json"
+        token = _issuer(settings).mint(Role.ADMIN, subject="cli", ttl_s=600)
+        try:  # the running service owns the index: tell it
+            async with aiohttp.ClientSession() as http, http.post(
+                    f"{settings.base_url}/api/catalog/manifests", json={"key": key},
+                    headers={"Authorization": f"Bearer {token}"}) as response:
+                if response.status != 201:
+                    print(f"classcast: archived, but not indexed: {await response.text()}",
+                          file=sys.stderr)
+                    return 1
+        except aiohttp.ClientConnectionError:
+            index = CatalogIndex(Path(settings.data_dir) / "catalog.sqlite3")
+            await index.open()
+            try:
+                await Catalog(index, archive.store, settings.recorder.prefix).add_manifest(
+                    manifest.to_json(), key)
+            finally:
+                await index.close()
+    print(manifest.id)
+    return 0
+
+
 async def _reindex(settings: Settings) -> int:
     """Through the running service if there is one (it owns the index), else directly."""
     token = _issuer(settings).mint(Role.ADMIN, subject="cli", ttl_s=600)
@@ -177,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_ingest(settings, args))
         elif args.command == "catalog" and args.catalog_command == "reindex":
             return asyncio.run(_reindex(settings))
-    except (ClassCastError, CatalogError, IngestError, ValueError) as exc:
+        elif args.command == "catalog" and args.catalog_command == "import":
+            return asyncio.run(_import(settings, args))
+    except (ClassCastError, CatalogError, RecorderError, ImportFailed, IngestError,
+            ValueError) as exc:
         print(f"classcast: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

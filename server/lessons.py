@@ -181,8 +181,24 @@ async def reindex(request: web.Request) -> web.Response:
         {"manifest": key, "error": why} for key, why in report.skipped]})
 
 
+async def add_manifest(request: web.Request) -> web.Response:
+    """Index one manifest already in the bucket, e.g. after `classcast catalog import` (admin)."""
+    claims(request).require_admin()
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest('the body must be JSON: {"key": "lessons/<id>/manifest.json"}') from exc
+    key = body.get("key") if isinstance(body, dict) else None
+    if not isinstance(key, str) or not key.endswith("/manifest.json"):
+        raise BadRequest('"key" must be the object key of a manifest.json')
+    catalog = request.app[CATALOG_KEY]
+    lesson = await catalog.add_manifest(await catalog.store.get_bytes(key), key)
+    return web.json_response({"lesson": _lesson_json(lesson)}, status=201)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/catalog/reindex", reindex)
+    app.router.add_post("/api/catalog/manifests", add_manifest)
     app.router.add_get("/api/lessons", search)
     app.router.add_get("/api/lessons/{id}", detail)
     app.router.add_patch("/api/lessons/{id}", edit)
