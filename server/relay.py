@@ -112,6 +112,7 @@ class Relay:
                         room.name, transceiver.kind, codec.mimeType)
             for sub in list(room.subscribers.values()):
                 sub.begin_close("codec_changed")
+
         async def keyframe() -> None:
             if assembler.media_ssrc is not None:
                 await request_keyframe(receiver, assembler.media_ssrc)
