@@ -65,3 +65,8 @@ class Unprocessable(ClassCastError):
 class InsufficientStorage(ClassCastError):
     status = 507
     code = "insufficient_storage"
+
+
+class ServiceUnavailable(ClassCastError):
+    status = 503
+    code = "overloaded"

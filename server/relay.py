@@ -17,7 +17,7 @@ from aiortc.exceptions import InternalError, InvalidAccessError, OperationError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from server import ice, sdp
-from server.errors import Conflict, NotFound, Unprocessable
+from server.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from server.forwarder import SubscriberTrack, same_codec
 from server.metrics import RelayMetrics
 from server.passthrough import FrameAssembler, attach_receiver, attach_sender, request_keyframe
@@ -148,6 +148,10 @@ class Relay:
             raise Conflict(f"the lesson in room {room_name!r} has not started yet; try again "
                            "shortly",
                            headers={"Retry-After": str(self._settings.relay.retry_after_s)})
+        if sum(len(r.subscribers) for r in self.rooms) >= self._settings.relay.max_subscribers:
+            raise ServiceUnavailable(
+                "this server is serving as many classrooms as it can; try again shortly",
+                headers={"Retry-After": str(self._settings.relay.retry_after_s)})
         offer = sdp.parse_offer(offer_text)
         sdp.require_playable(offer)
         session = PeerSession(room_name, Role.SUBSCRIBER, subject,

@@ -3,6 +3,7 @@ and the live room keeps serving its classrooms throughout."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -153,4 +154,15 @@ async def test_session_resources(peers: Peers, live: FrameCounter) -> None:
     assert "Location" in resp.headers["Access-Control-Expose-Headers"]
     await expect_error(peers, "POST", "/whip/bad%20room!", 404, token=teacher,
                        body=await make_offer(("video", "sendonly")))
+    await assert_still_serving(peers, live)
+
+
+async def test_a_full_server_says_503_with_retry_after(peers: Peers, live: FrameCounter) -> None:
+    relay = peers.client.app[RELAY_KEY]
+    relay._settings = dataclasses.replace(relay._settings, relay=dataclasses.replace(
+        relay._settings.relay, max_subscribers=1))
+    recv = await make_offer(("audio", "recvonly"), ("video", "recvonly"))
+    headers = await expect_error(peers, "POST", "/whep/live", 503, body=recv,
+                                 token=peers.token("classroom", "live"))
+    assert int(headers["Retry-After"]) > 0
     await assert_still_serving(peers, live)
