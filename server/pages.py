@@ -26,8 +26,18 @@ async def teacher(request: web.Request) -> web.FileResponse:
     return await _page(request, "teach.html")
 
 
+async def catalog(request: web.Request) -> web.FileResponse:
+    return await _page(request, "catalog.html")
+
+
+async def lesson(request: web.Request) -> web.FileResponse:
+    return await _page(request, "lesson.html")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", home)
     app.router.add_get("/class/{room}", classroom)
     app.router.add_get("/teach/{room}", teacher)
+    app.router.add_get("/catalog", catalog)
+    app.router.add_get("/catalog/{id}", lesson)
     app.router.add_static("/static/", STATIC)

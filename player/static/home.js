@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 const els = {
   lang: $("lang"), tokenForm: $("token-form"), tokenInput: $("token-input"),
   status: $("rooms-status"), rooms: $("rooms"), openForm: $("open-form"), openRoom: $("open-room"),
+  catalog: $("catalog-link"),
 };
 
 let rooms = null; // the last answer of /api/rooms
@@ -33,6 +34,7 @@ async function load() {
 
 function render() {
   const lang = i18n.getLang();
+  els.catalog.href = pageLink("/catalog", { token, lang });
   if (problem) {
     els.status.textContent = i18n.t(problem.key, problem.vars);
   } else if (rooms === null) {
@@ -81,6 +83,7 @@ function link(path, key, className, lang) {
 function init() {
   i18n.apply();
   i18n.bindToggle(els.lang, render);
+  els.catalog.href = pageLink("/catalog", { token, lang: i18n.getLang() });
   els.openForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const page = event.submitter?.value === "teach" ? "teach" : "class";
