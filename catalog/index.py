@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,7 +74,8 @@ class Query:
     offset: int = 0
 
     @classmethod
-    def from_params(cls, params: dict[str, str]) -> Query:
+    def from_params(cls, params: dict[str, str], tz: tzinfo = UTC) -> Query:
+        """`from`/`to` are whole days in `tz` (the schools' time zone)."""
         known = {"q", "from", "to", "sort", "limit", "offset", *FILTERS}
         for name in params:
             if name not in known and name != "token":
@@ -91,8 +92,8 @@ class Query:
             raise BadQuery("sort", f"must be one of {', '.join(SORTS)}")
         if sort == "relevance" and not has_terms:
             sort = "newest"
-        return cls(text=text, filters=filters, since=_date(params, "from", start=True),
-                   until=_date(params, "to", start=False), sort=sort,
+        return cls(text=text, filters=filters, since=_date(params, "from", tz, start=True),
+                   until=_date(params, "to", tz, start=False), sort=sort,
                    limit=min(_int(params, "limit", 20, 1), MAX_LIMIT),
                    offset=_int(params, "offset", 0, 0))
 
@@ -110,15 +111,17 @@ def _int(params: dict[str, str], name: str, default: int, least: int) -> int:
     return value
 
 
-def _date(params: dict[str, str], name: str, start: bool) -> float | None:
+def _date(params: dict[str, str], name: str, tz: tzinfo, start: bool) -> float | None:
     raw = params.get(name, "").strip()
     if not raw:
         return None
     try:
-        day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        day = datetime.strptime(raw, "%Y-%m-%d").date()
     except ValueError:
         raise BadQuery(name, f"must be a date like 2026-09-01, not {raw[:40]!r}") from None
-    return day.timestamp() + (0 if start else 86400)
+    if not start:
+        day += timedelta(days=1)  # `to` includes its whole day
+    return datetime.combine(day, datetime.min.time(), tzinfo=tz).timestamp()
 
 
 @dataclass(frozen=True)

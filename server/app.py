@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -17,6 +18,7 @@ from recorder.metrics import RecorderMetrics
 from recorder.recorder import Recorder
 from recorder.recording import RecorderConfig
 from server import api, ice, lessons, pages, whip
+from server.errors import ConfigError
 from server.http import error_middleware
 from server.keys import (
     CATALOG_KEY,
@@ -40,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
+    try:
+        ZoneInfo(settings.catalog.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"catalog.timezone {settings.catalog.timezone!r} is not a time zone "
+                          "name like Asia/Shanghai") from exc
     ice.install()
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=max(settings.http.max_sdp_bytes, 1024 * 1024))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -52,7 +53,9 @@ def _media_url(request: web.Request, lesson: Lesson, key: str) -> str:
 
 async def search(request: web.Request) -> web.Response:
     claims(request)
-    page: Page = await request.app[CATALOG_KEY].search(Query.from_params(dict(request.query)))
+    tz = ZoneInfo(request.app[SETTINGS_KEY].catalog.timezone)
+    query = Query.from_params(dict(request.query), tz)
+    page: Page = await request.app[CATALOG_KEY].search(query)
     return web.json_response({
         "lessons": [{**_lesson_json(lesson), "playback": _playback(request, lesson)}
                     for lesson in page.lessons],

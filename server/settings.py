@@ -118,6 +118,8 @@ class CatalogSettings:
         "signed URLs), 'proxy' (through this server, for a bucket clients cannot reach), or "
         "'auto' (proxy for the embedded S3 server, presigned otherwise).")
     presign_ttl_s: int = _setting(6 * 3600, "Lifetime of presigned playback URLs.")
+    timezone: str = _setting(
+        "Asia/Shanghai", "Time zone of the schools: search dates (from/to) are its days.")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ import asyncio
 import dataclasses
 import subprocess
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -72,7 +74,7 @@ def test_chinese_and_english_terms() -> None:
 async def test_search_filters_paging_and_facets(client: TestClient,
                                                 token: Callable[..., str]) -> None:
     catalog = client.app[CATALOG_KEY]
-    await seed(client.app[STORE_KEY], 30)
+    manifests = await seed(client.app[STORE_KEY], 30)
     report = await catalog.reindex()
     assert report.indexed == 30 and not report.skipped
     viewer = token("viewer")
@@ -103,7 +105,10 @@ async def test_search_filters_paging_and_facets(client: TestClient,
     assert len(seen) == len(set(seen)) == 30
     _, body = await api(client, viewer, "/api/lessons", **{"from": "2026-08-30",
                                                            "to": "2026-08-30"})
-    assert all(1_788_048_000 <= x["started_at"] < 1_788_134_400 for x in body["lessons"])
+    day = datetime(2026, 8, 30, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()  # schools' days
+    expected = [m for m in manifests if day <= m.started_at < day + 86400]
+    assert expected and body["total"] == len(expected)
+    assert all(day <= x["started_at"] < day + 86400 for x in body["lessons"])
     _, body = await api(client, viewer, "/api/lessons", status="interrupted")
     assert body["total"] == 4
     _, body = await api(client, viewer, "/api/lessons", limit="100000")
