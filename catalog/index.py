@@ -279,35 +279,40 @@ def _lesson(row: sqlite3.Row) -> Lesson:
 
 
 def _search(conn: sqlite3.Connection, query: Query, with_facets: bool) -> Page:
-    where: list[str] = []
-    args: list[object] = []
+    # (the filter column a condition belongs to, or "", the SQL, its argument)
+    conditions: list[tuple[str, str, object]] = []
     match = match_query(query.text)
     source = "lessons l"
     if match:
         source = "lessons_fts f JOIN lessons l ON l.rowid = f.rowid"
-        where.append("lessons_fts MATCH ?")
-        args.append(match)
+        conditions.append(("", "lessons_fts MATCH ?", match))
     for name, value in query.filters.items():
-        where.append(f"l.{name} = ?")
-        args.append(value)
+        conditions.append((name, f"l.{name} = ?", value))
     if query.since is not None:
-        where.append("l.started_at >= ?")
-        args.append(query.since)
+        conditions.append(("", "l.started_at >= ?", query.since))
     if query.until is not None:
-        where.append("l.started_at < ?")
-        args.append(query.until)
-    clause = ("WHERE " + " AND ".join(where)) if where else ""
-    order = SORTS[query.sort]
+        conditions.append(("", "l.started_at < ?", query.until))
+
+    def where(skip: str = "") -> tuple[str, list[object]]:
+        kept = [(sql, arg) for column, sql, arg in conditions if not skip or column != skip]
+        clause = ("WHERE " + " AND ".join(sql for sql, _ in kept)) if kept else ""
+        return clause, [arg for _, arg in kept]
+
+    clause, args = where()
     rows = conn.execute(
         f"SELECT {', '.join('l.' + c for c in COLUMNS)} FROM {source} {clause} "
-        f"ORDER BY {order} LIMIT ? OFFSET ?", (*args, query.limit, query.offset)).fetchall()
+        f"ORDER BY {SORTS[query.sort]} LIMIT ? OFFSET ?",
+        (*args, query.limit, query.offset)).fetchall()
     total = conn.execute(f"SELECT count(*) FROM {source} {clause}", args).fetchone()[0]
     facets: dict[str, dict[str, int]] = {}
     if with_facets:
         for name in FACETS:
+            # Each facet counts with every filter but its own, so the other choices of a
+            # chosen facet stay visible (and countable) on the browse page.
+            facet_clause, facet_args = where(skip=name)
             facets[name] = {
                 value: count for value, count in conn.execute(
-                    f"SELECT l.{name}, count(*) FROM {source} {clause} GROUP BY l.{name} "
-                    f"ORDER BY count(*) DESC, l.{name} LIMIT 50", args)
+                    f"SELECT l.{name}, count(*) FROM {source} {facet_clause} GROUP BY l.{name} "
+                    f"ORDER BY count(*) DESC, l.{name} LIMIT 50", facet_args)
                 if value}
     return Page(tuple(_lesson(r) for r in rows), total, facets, query)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -23,7 +25,7 @@ from server.keys import CATALOG_KEY, RECORDINGS_KEY, STORE_KEY
 from server.settings import Settings
 from tests.conftest import eventually
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, page_url
-from tests.test_catalog import api, seed
+from tests.test_catalog import api, manifest, seed
 from tests.test_recorder import recorder_app, recording_settings
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -183,13 +185,15 @@ async def test_search_facets_filters_and_paging(
     await page.get_by_role("button", name="中文").click()
     await page.wait_for_function("document.documentElement.lang === 'zh-CN'")
 
-    # Clear, then a date range (UTC days), then paging through all of it.
+    # Clear, then a date range (the schools' days, Asia/Shanghai), then paging through it all.
     await page.get_by_role("button", name="清除全部条件").click()
     await search_done(page, q="", page=1)
     await page.locator("#from").fill("2026-08-30")
     await page.locator("#to").fill("2026-08-30")
     await search_done(page, **{"from": "2026-08-30", "to": "2026-08-30"})
-    assert await page.locator("#status").inner_text() == "共 16 节课"
+    day = datetime(2026, 8, 30, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+    in_day = sum(day <= m.started_at < day + 86400 for m in (manifest(i) for i in range(30)))
+    assert await page.locator("#status").inner_text() == f"共 {in_day} 节课"
     await page.get_by_role("button", name="清除全部条件").click()
     await search_done(page, q="", page=1, to="")
     first = await card_titles(page)

@@ -5,7 +5,7 @@
 
 import * as i18n from "./i18n.js";
 import {
-  ApiError, clock, dateTime, emptySearch, FACETS, facetCounts, LAST_SEARCH_KEY, PAGE_SIZE,
+  ApiError, clock, dateTime, emptySearch, FACETS, LAST_SEARCH_KEY, PAGE_SIZE,
   searchFromUrl, searchLessons, searchToUrl,
 } from "./lessons.js";
 import { pageLink, tokenFromUrl } from "./params.js";
@@ -56,8 +56,8 @@ async function load() {
       load();
       return;
     }
-    const counts = await facetCounts(state, page, token, { signal: controller.signal });
-    results = { page, counts };
+    // each facet is counted without its own filter, so a chosen facet lists its other values
+    results = { page, counts: page.facets ?? {} };
     problem = null;
   } catch (err) {
     if (err?.name === "AbortError") return;

@@ -105,22 +105,6 @@ export function searchLessons(state, token, { signal, limit = PAGE_SIZE } = {}) 
   return request(`/api/lessons?${apiParams(state, { limit })}`, token, { signal });
 }
 
-/**
- * The search's facet counts, each facet counted as if its own filter were not set, so a page
- * can offer the other values of a facet that is already chosen ("数学 15 · 语文 5", not only
- * "数学 15"). The API counts facets with every filter applied, so each chosen facet costs one
- * more (one-lesson) request; `page` is the answer already fetched for the full search.
- */
-export async function facetCounts(state, page, token, { signal } = {}) {
-  const counts = { ...page.facets };
-  await Promise.all(FACETS.filter((name) => state[name]).map(async (name) => {
-    const without = await searchLessons({ ...state, [name]: "", page: 1 }, token,
-                                        { signal, limit: 1 });
-    counts[name] = without.facets?.[name] ?? counts[name];
-  }));
-  return counts;
-}
-
 /** One lesson and its playback URLs: {lesson, playback: {playlist, thumbnail, download}}. */
 export function getLesson(id, token, { signal } = {}) {
   return request(`/api/lessons/${encodeURIComponent(id)}`, token, { signal });
