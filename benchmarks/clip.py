@@ -17,6 +17,7 @@ import asyncio
 import fractions
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,18 @@ def frame_key(data: bytes) -> int:
 
     The publisher's Annex-B packets and the subscriber's depayloaded frames may use different
     start codes (3 or 4 bytes) and NAL aggregation, but carry the same NAL units."""
+    return nal_units_key(nal_units(data))
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B frame, without their start codes."""
+    return list(H264Encoder._split_bitstream(data))
+
+
+def nal_units_key(nals: Iterable[bytes]) -> int:
+    """`frame_key` of a frame given as NAL units (e.g. read back from an MP4's samples)."""
     digest = hashlib.blake2b(digest_size=8)
-    for nal in H264Encoder._split_bitstream(data):
+    for nal in nals:
         digest.update(len(nal).to_bytes(4, "big"))
         digest.update(nal)
     return int.from_bytes(digest.digest(), "big")
@@ -183,6 +194,8 @@ class ClipAudioTrack(MediaStreamTrack):
         self._clip = clip
         self._clock = clock
         self.count = 0
+        # time.time() when packet i (the clip's packet i % len(clip.audio)) was handed over
+        self.sends: list[float] = []
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -190,6 +203,7 @@ class ClipAudioTrack(MediaStreamTrack):
         delay = self._clock.origin() + self.count * AUDIO_FRAME_S - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        self.sends.append(time.time())
         packet = av.Packet(self._clip.audio[self.count % len(self._clip.audio)])
         packet.pts = self.count * int(AUDIO_CLOCK * AUDIO_FRAME_S)
         packet.time_base = fractions.Fraction(1, AUDIO_CLOCK)

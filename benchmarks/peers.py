@@ -1,7 +1,8 @@
 """Benchmark peers, each kind in its own process: `python benchmarks/peers.py publish|subscribe`.
 
 - publish: sends the pre-encoded clip (no encoder runs) through a WHIP session, pinned to
-  H264; records (frame key, send time) for every video frame.
+  H264; records (frame key, pts, send time) for every video frame and the send time of every
+  Opus packet.
 - subscribe: N WHEP sessions that never decode: the project's `FrameAssembler` replaces each
   receiver's jitter buffer, so a subscriber only reassembles frames and records (frame key,
   arrival time). `--no-connect` makes peers that complete the WHEP POST but never apply the
@@ -13,15 +14,18 @@ then write their records as JSON to `--out`. Times are `time.time()` (one machin
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # see benchmarks/__init__.py
+
 import argparse
 import asyncio
 import json
 import logging
 import signal
-import sys
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,9 +35,8 @@ from aiortc import (
     RTCRtpSender,
 )
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
-from aiortc.rtp import RtpPacket
-from clip import ClipAudioTrack, ClipClock, ClipVideoTrack, frame_key, load_clip
 
+from benchmarks.clip import ClipAudioTrack, ClipClock, ClipVideoTrack, frame_key, load_clip
 from server import ice
 from server.passthrough import EncodedFrame, FrameAssembler, attach_receiver
 from server.whipclient import WhipError, WhipSession
@@ -100,34 +103,12 @@ async def publish(args: argparse.Namespace) -> None:
     await stop.wait()
     await session.close()
     await write_json(args.out, {
-        "sends": video.sends, "video_frames": video.count, "audio_frames": audio.count,
+        "sends": video.sends, "audio_sends": audio.sends, "video_frames": video.count,
+        "audio_frames": audio.count,
         "keyframes_on_request": video.keyframes_on_request})
 
 
 # --- subscribers ------------------------------------------------------------------------------
-class ClientAssembler(FrameAssembler):
-    """The project's assembler, except that it starts at the first packet if that opens a frame.
-
-    `FrameAssembler` syncs on the first marker bit it sees, so it discards the first frame, and
-    the relay starts every classroom with a keyframe: the frame a browser would show first.
-    Without this the benchmark would count up to one keyframe interval that no browser waits.
-    """
-
-    def add(self, packet: RtpPacket) -> tuple[bool, None]:
-        if self.kind == "video" and self._next_seq is None and _opens_h264_frame(packet.payload):
-            self._next_seq = packet.sequence_number
-        return super().add(packet)
-
-
-def _opens_h264_frame(payload: bytes) -> bool:
-    if len(payload) < 2:
-        return False
-    nal_type = payload[0] & 0x1F
-    if nal_type == 28:  # FU-A: its first fragment
-        return bool(payload[1] & 0x80)
-    return 1 <= nal_type <= 24  # a single NAL unit or a STAP-A
-
-
 class Subscriber:
     """One classroom: a WHEP session whose receivers reassemble frames without decoding."""
 
@@ -137,8 +118,8 @@ class Subscriber:
         video.setCodecPreferences(h264_preferences())
         audio = self.pc.addTransceiver("audio", direction="recvonly")
         audio.setCodecPreferences(opus_preferences())
-        attach_receiver(video.receiver, ClientAssembler("video", "H264", self._on_video))
-        attach_receiver(audio.receiver, ClientAssembler("audio", "opus", self._on_audio))
+        attach_receiver(video.receiver, FrameAssembler("video", "H264", self._on_video))
+        attach_receiver(audio.receiver, FrameAssembler("audio", "opus", self._on_audio))
         self.session = WhipSession(url, token, ice_addresses=LOOPBACK, pc=self.pc)
         self.started_at: float | None = None
         self.first_video_at: float | None = None

@@ -30,6 +30,11 @@ Prints Markdown tables (paste them into benchmarks/README.md) and checks the iss
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # see benchmarks/__init__.py
+
 import argparse
 import asyncio
 import bisect
@@ -43,20 +48,18 @@ import secrets
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
 import aiortc
 import psutil
-from clip import AUDIO_KBPS, FPS, HEIGHT, KEYINT, WIDTH, ensure_clip, load_clip
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.clip import AUDIO_KBPS, FPS, HEIGHT, KEYINT, WIDTH, ensure_clip, load_clip
 from server.tokens import Role, TokenIssuer
 
 HERE = Path(__file__).resolve().parent

@@ -21,12 +21,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # see benchmarks/__init__.py
+
 import argparse
 import asyncio
 import logging
 import os
 import secrets
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
