@@ -115,7 +115,11 @@ class Recording:
         logger.error("recording %s of room %s halted: %s; what was recorded is kept",
                      self.id, self.room, reason)
         if self._segmenter is not None:
-            await self._segmenter.stop()
+            await self._segmenter.stop(wake=self._nudge)
+
+    def _nudge(self) -> None:
+        for stream in self._streams.values():
+            stream.nudge()
 
     async def _upload_loop(self) -> None:
         delay = self.config.upload_interval_s
@@ -148,7 +152,7 @@ class Recording:
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
         if self._segmenter is not None:
-            await self._segmenter.stop()
+            await self._segmenter.stop(wake=self._nudge)
         if self._transport is not None:
             self._transport.close()
         if not await asyncio.to_thread(self.spool.exists):
@@ -181,7 +185,8 @@ class Recording:
             ended_at=time.time(), duration_s=round(playlist.duration_s, 3),
             segments=len(playlist.segments), codecs=self.codecs,
             bytes=self.uploader.state.bytes, status=status,
-            playlist=self.uploader.key(PLAYLIST), thumbnail=thumbnail_key, error=self.error)
+            playlist=self.uploader.key(PLAYLIST), thumbnail=thumbnail_key, error=self.error,
+            extra={"received_bytes": self.bytes_received} if self.bytes_received else {})
         while True:
             try:
                 if thumbnail_key:

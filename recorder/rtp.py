@@ -123,6 +123,7 @@ class RtpStream:
         self._octets = 0
         self.frames = 0
         self.bytes_in = 0
+        self._last_packet: bytes | None = None
 
     def send(self, frame: Frame) -> None:
         if self._encoder is not None:
@@ -137,9 +138,16 @@ class RtpStream:
             rtp = RtpPacket(payload_type=self.spec.payload_type, sequence_number=self._seq,
                             timestamp=timestamp, ssrc=self._ssrc,
                             marker=int(i == len(payloads) - 1), payload=payload)
-            self._transport.sendto(rtp.serialize(), ("127.0.0.1", self.spec.port))
+            self._last_packet = rtp.serialize()
+            self._transport.sendto(self._last_packet, ("127.0.0.1", self.spec.port))
             self._seq = (self._seq + 1) & 0xFFFF
             self._packets += 1
             self._octets += len(payload)
         self.frames += 1
         self.bytes_in += len(frame.data)
+
+    def nudge(self) -> None:
+        """Send the last packet again. ffmpeg acts on SIGTERM only when its input wakes it,
+        and drops a repeated sequence number, so this ends a recording without changing it."""
+        if self._last_packet is not None and not self._transport.is_closing():
+            self._transport.sendto(self._last_packet, ("127.0.0.1", self.spec.port))

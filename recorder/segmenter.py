@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import ffmpeg
@@ -92,26 +93,35 @@ class Segmenter:
         assert self._process is not None
         return await self._process.wait()
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
+    async def stop(self, timeout_s: float = 10.0,
+                   wake: Callable[[], None] | None = None) -> None:
         """terminate → wait(timeout) → kill; ffmpeg writes the final playlist on SIGTERM.
 
         Exactly one SIGTERM: ffmpeg aborts its output writes on a second signal, which left
-        a 0-byte playlist when two callers stopped it at once."""
+        a 0-byte playlist when two callers stopped it at once. ffmpeg notices the signal only
+        when its RTP input wakes it, so `wake` (a repeated packet) is sent until it exits:
+        without it, a lesson whose media had stopped lost its last segment to the kill."""
         if self._stopping is None:
-            self._stopping = asyncio.create_task(self._stop(timeout_s), name="ffmpeg-stop")
+            self._stopping = asyncio.create_task(self._stop(timeout_s, wake),
+                                                 name="ffmpeg-stop")
         await asyncio.shield(self._stopping)
 
-    async def _stop(self, timeout_s: float) -> None:
+    async def _stop(self, timeout_s: float, wake: Callable[[], None] | None) -> None:
         process = self._process
         if process is None or process.returncode is not None:
             return
         process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
-            logger.warning("ffmpeg in %s ignored SIGTERM; killing it", self.spool)
-            process.kill()
-            await process.wait()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while process.returncode is None:
+            if wake is not None:
+                wake()
+            try:
+                await asyncio.wait_for(process.wait(), 0.1)
+            except TimeoutError:
+                if asyncio.get_running_loop().time() > deadline:
+                    logger.warning("ffmpeg in %s ignored SIGTERM; killing it", self.spool)
+                    process.kill()
+                    await process.wait()
 
 
 async def wait_for_orphan(spool: Path, timeout_s: float = 15.0) -> None:

@@ -97,7 +97,8 @@ async def test_a_lesson_is_recorded_while_it_runs_and_plays_back(
     duration, errors = probe(tmp_path / "index.m3u8")
     assert errors == "", errors
     published = recording._streams["video"].frames / 30
-    assert abs(duration - published) < 1.0, (duration, published)
+    # everything fed to ffmpeg is in the archive, the last (partial) segment included
+    assert abs(duration - published) < 0.2, (duration, published)
     assert abs(duration - manifest.duration_s) < 1.0
     assert (tmp_path / "thumb.jpg").read_bytes()[:2] == b"\xff\xd8"
     assert not list((Path(settings.data_dir) / "spool").iterdir()), "spool not cleaned"
