@@ -36,6 +36,15 @@ class RoomListener(Protocol):
     def room_not_live(self, room: str) -> None: ...
 
 
+class SubscriberListener(Protocol):
+    """Told when a subscriber starts receiving (its first video frame, or its answer when the
+    room has no video) and when its session ends (e.g. attendance)."""
+
+    def subscriber_joined(self, session: PeerSession) -> None: ...
+
+    def subscriber_left(self, session: PeerSession) -> None: ...
+
+
 @dataclass(frozen=True)
 class Answer:
     session: PeerSession
@@ -49,6 +58,7 @@ class Relay:
         self.rooms = Rooms(settings.relay, metrics)
         self.sessions: dict[str, PeerSession] = {}
         self.listeners: list[RoomListener] = []
+        self.subscriber_listeners: list[SubscriberListener] = []
         metrics.bind_counts(
             rooms_live=lambda: sum(1 for r in self.rooms if r.live),
             publishers=lambda: sum(len(r.publishers) for r in self.rooms),
@@ -170,7 +180,7 @@ class Relay:
                 if room_track.codec is None or any(t.kind == m.kind for t in tracks):
                     session.pc.addTransceiver(m.kind, direction="inactive")
                     continue
-                on_first = (lambda: self._metrics.first_frame(time.monotonic() - started)
+                on_first = (lambda: self._first_frame(session, started)
                             ) if m.kind == "video" else None
                 track = room_track.subscribe(on_first_frame=on_first)
                 tracks.append(track)
@@ -182,12 +192,24 @@ class Relay:
             await session.close("rejected")
             raise
         session.start_watchdog()
+        if not any(t.kind == "video" for t in tracks):
+            for sub_listener in self.subscriber_listeners:
+                sub_listener.subscriber_joined(session)
         return Answer(session, answer)
+
+    def _first_frame(self, session: PeerSession, started: float) -> None:
+        self._metrics.first_frame(time.monotonic() - started)
+        if session.closed:
+            return
+        for listener in self.subscriber_listeners:
+            listener.subscriber_joined(session)
 
     async def _subscriber_closed(self, session: PeerSession,
                                  tracks: list[SubscriberTrack]) -> None:
         self.sessions.pop(session.id, None)
         self._metrics.session_closed("subscriber", session.close_cause or "unknown")
+        for listener in self.subscriber_listeners:
+            listener.subscriber_left(session)
         for track in tracks:
             track.stop()
         room = self.rooms.get(session.room)
