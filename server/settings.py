@@ -123,6 +123,33 @@ class CatalogSettings:
 
 
 @dataclass(frozen=True)
+class SchoolsSettings:
+    coverage_share: float = _setting(
+        0.8, "Share of a lesson's scheduled time a target classroom must watch to count as "
+        "reached (coverage).")
+    early_start_s: float = _setting(
+        900.0, "A room that goes live up to this long before a scheduled lesson belongs to it.")
+    late_after_s: float = _setting(
+        300.0, "A scheduled lesson whose room is not live this long after its start counts as "
+        "not started on time.")
+    end_grace_s: float = _setting(
+        120.0, "A lesson ends when its room has not been live for this long (a teacher back "
+        "sooner continues the same lesson).")
+    sample_interval_s: float = _setting(
+        5.0, "How often watch time, classroom link quality (receiver reports) and the "
+        "timetable's late lessons are updated.")
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    secret: str = _setting(
+        "", "coturn's static-auth-secret (use-auth-secret); empty: browsers get no TURN server.")
+    urls: tuple[str, ...] = _setting(
+        (), "TURN/STUN URLs handed to browsers, e.g. turn:turn.example.org:3478?transport=udp.")
+    ttl_s: int = _setting(12 * 3600, "Lifetime of the TURN credentials handed out.")
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = _setting("./data", "Directory for the secret, spool and local state.",
                              "--data-dir")
@@ -133,6 +160,8 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    schools: SchoolsSettings = field(default_factory=SchoolsSettings)
+    turn: TurnSettings = field(default_factory=TurnSettings)
 
     @property
     def base_url(self) -> str:
@@ -150,6 +179,8 @@ SECTIONS: dict[str, type] = {
     "s3": S3Settings,
     "recorder": RecorderSettings,
     "catalog": CatalogSettings,
+    "schools": SchoolsSettings,
+    "turn": TurnSettings,
 }
 
 # Historic, documented environment names that do not follow SECTION_FIELD.
