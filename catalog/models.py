@@ -64,6 +64,30 @@ def lesson_from_manifest(raw: bytes, key: str = "manifest.json") -> Lesson:
         raise CorruptManifest(f"{key}: {type(exc).__name__}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class LessonQuestion:
+    """A raised hand (empty text) or question a classroom sent during the lesson."""
+
+    classroom: str
+    text: str
+    asked_at: float
+    answered: bool
+
+
+def questions_from_manifest(raw: bytes, key: str = "manifest.json") -> tuple[LessonQuestion, ...]:
+    """The classrooms' questions a recorder manifest keeps (none in older manifests)."""
+    try:
+        data = json.loads(raw)
+        items = data.get("questions") or [] if isinstance(data, dict) else []
+        if not isinstance(items, list):
+            raise TypeError("questions is not a list")
+        return tuple(LessonQuestion(str(q.get("classroom", "")), str(q.get("text", "")),
+                                    float(q["asked_at"]), q.get("answered_at") is not None)
+                     for q in items)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CorruptManifest(f"{key}: questions: {type(exc).__name__}: {exc}") from exc
+
+
 def edited_manifest(raw: bytes, *, title: str | None = None, description: str | None = None,
                     tags: tuple[str, ...] | None = None) -> bytes:
     """The manifest with a teacher's edits applied; every other field kept as it was."""

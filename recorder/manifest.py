@@ -23,6 +23,16 @@ class LessonInfo:
 
 
 @dataclass(frozen=True)
+class LessonQuestion:
+    """A raised hand (empty text) or question a classroom sent during the lesson."""
+
+    classroom: str
+    text: str
+    asked_at: float  # Unix time
+    answered_at: float | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     id: str
     room: str
@@ -38,6 +48,7 @@ class Manifest:
     thumbnail: str | None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    questions: tuple[LessonQuestion, ...] = ()
 
     def to_json(self) -> builtins.bytes:
         data = dataclasses.asdict(self)
@@ -49,4 +60,5 @@ class Manifest:
         data = json.loads(raw)
         data.pop("schema", None)
         data["lesson"] = LessonInfo(**data["lesson"])
+        data["questions"] = tuple(LessonQuestion(**q) for q in data.get("questions") or ())
         return cls(**data)

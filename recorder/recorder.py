@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recorder.errors import DiskBudgetExceeded, NotRecording
-from recorder.manifest import LessonInfo, Manifest
+from recorder.manifest import LessonInfo, LessonQuestion, Manifest
 from recorder.metrics import RecorderMetrics
 from recorder.recording import STATE, RecorderConfig, Recording
 from recorder.segmenter import wait_for_orphan
@@ -95,12 +95,15 @@ class Recorder:
             raise
         return recording
 
-    def stop(self, recording_id: str, status: str = "complete") -> None:
-        """Finish a recording in the background (its upload may outlast the call)."""
+    def stop(self, recording_id: str, status: str = "complete",
+             questions: tuple[LessonQuestion, ...] = ()) -> None:
+        """Finish a recording in the background (its upload may outlast the call); the
+        classrooms' `questions` go into its manifest."""
         recording = self._recordings.get(recording_id)
         if (recording is None or recording.status not in ("recording", "halted")
                 or recording_id in self._finishing_ids):
             raise NotRecording(f"recording {recording_id} is not running")
+        recording.questions = questions
         self._spawn_finish(recording, status)
 
     def _spawn_finish(self, recording: Recording, status: str) -> None:

@@ -23,7 +23,7 @@ import ffmpeg
 
 from recorder import hls
 from recorder.errors import RecorderError
-from recorder.manifest import LessonInfo, Manifest
+from recorder.manifest import LessonInfo, LessonQuestion, Manifest
 from recorder.metrics import RecorderMetrics
 from recorder.rtp import Frame, RtpStream, free_port_pair, stream_spec
 from recorder.segmenter import INIT, PLAYLIST, Segmenter
@@ -70,6 +70,7 @@ class Recording:
         self._loop_task: asyncio.Task[None] | None = None
         self._thumbnail_done = False
         self._started = False
+        self.questions: tuple[LessonQuestion, ...] = ()  # set when the lesson is stopped
 
     # --- running ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -186,7 +187,8 @@ class Recording:
             segments=len(playlist.segments), codecs=self.codecs,
             bytes=self.uploader.state.bytes, status=status,
             playlist=self.uploader.key(PLAYLIST), thumbnail=thumbnail_key, error=self.error,
-            extra={"received_bytes": self.bytes_received} if self.bytes_received else {})
+            extra={"received_bytes": self.bytes_received} if self.bytes_received else {},
+            questions=self.questions)
         while True:
             try:
                 if thumbnail_key:

@@ -11,7 +11,7 @@ from recorder.manifest import LessonInfo
 from recorder.recorder import RecordingInfo
 from server.errors import BadRequest
 from server.http import claims
-from server.keys import RECORDINGS_KEY, REGISTRY_KEY, RELAY_KEY
+from server.keys import CLASSROOMS_KEY, RECORDINGS_KEY, REGISTRY_KEY, RELAY_KEY
 from server.rooms import RoomInfo
 
 
@@ -31,7 +31,10 @@ async def get_room(request: web.Request) -> web.Response:
     who = claims(request)
     room = request.match_info["room"]
     who.require_watch(room)
-    return web.json_response(_room_json(request.app[RELAY_KEY].room_info(room)))
+    data = _room_json(request.app[RELAY_KEY].room_info(room))
+    if who.may_publish(room):  # the teacher (or an admin) sees each classroom's link
+        data["classrooms"] = [c.to_json() for c in request.app[CLASSROOMS_KEY].classrooms(room)]
+    return web.json_response(data)
 
 
 async def get_recording(request: web.Request) -> web.Response:

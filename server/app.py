@@ -17,14 +17,17 @@ from recorder.manifest import Manifest
 from recorder.metrics import RecorderMetrics
 from recorder.recorder import Recorder
 from recorder.recording import RecorderConfig
-from server import api, ice, lessons, pages, whip
+from server import api, channel, ice, lessons, pages, whip
+from server.classrooms import ClassroomMonitor
 from server.errors import ConfigError
 from server.http import error_middleware
 from server.keys import (
     CATALOG_KEY,
+    CLASSROOMS_KEY,
     ISSUER_KEY,
     METRICS_KEY,
     PROXY_PLAYBACK_KEY,
+    QUESTIONS_KEY,
     RECORDINGS_KEY,
     REGISTRY_KEY,
     RELAY_KEY,
@@ -32,6 +35,7 @@ from server.keys import (
     STORE_KEY,
 )
 from server.metrics import RelayMetrics
+from server.questions import QuestionBoard
 from server.recording import RecordingService
 from server.relay import Relay
 from server.settings import Settings
@@ -56,7 +60,9 @@ def create_app(settings: Settings) -> web.Application:
     registry = CollectorRegistry()
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = RelayMetrics(registry)
+    app[QUESTIONS_KEY] = QuestionBoard()
     whip.add_routes(app)
+    channel.add_routes(app)
     api.add_routes(app)
     lessons.add_routes(app)
     pages.add_routes(app)
@@ -68,7 +74,11 @@ def create_app(settings: Settings) -> web.Application:
 async def _relay(app: web.Application) -> AsyncIterator[None]:
     relay = Relay(app[SETTINGS_KEY], app[METRICS_KEY])
     app[RELAY_KEY] = relay
+    monitor = ClassroomMonitor(relay)
+    app[CLASSROOMS_KEY] = monitor
+    monitor.start()
     yield
+    await monitor.close()
     await relay.close()
 
 
@@ -103,7 +113,8 @@ async def _catalog_and_recorder(app: web.Application, store: S3Store) -> AsyncIt
                         on_finished=recorded)
     await recorder.open()
     service = RecordingService(app[RELAY_KEY], recorder, auto_start=rec.auto_start,
-                               grace_s=rec.grace_s, manual_rooms=rec.manual_rooms)
+                               grace_s=rec.grace_s, manual_rooms=rec.manual_rooms,
+                               questions=app[QUESTIONS_KEY].take)
     app[RECORDINGS_KEY] = service
     try:
         yield

@@ -6,7 +6,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from catalog.catalog import Catalog
+from server.classrooms import ClassroomMonitor
 from server.metrics import RelayMetrics
+from server.questions import QuestionBoard
 from server.recording import RecordingService
 from server.relay import Relay
 from server.settings import Settings
@@ -22,3 +24,5 @@ STORE_KEY = web.AppKey("store", S3Store)
 RECORDINGS_KEY = web.AppKey("recordings", RecordingService)
 CATALOG_KEY = web.AppKey("catalog", Catalog)
 PROXY_PLAYBACK_KEY = web.AppKey("proxy_playback", bool)
+QUESTIONS_KEY = web.AppKey("questions", QuestionBoard)
+CLASSROOMS_KEY = web.AppKey("classrooms", ClassroomMonitor)

@@ -4,18 +4,22 @@ with byte ranges, or presigned), edits and deletion."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from catalog.errors import CatalogError
 from catalog.index import Page, Query
-from catalog.models import Lesson
+from catalog.models import Lesson, questions_from_manifest
 from server.errors import BadRequest, Forbidden, NotFound
 from server.http import claims
 from server.keys import CATALOG_KEY, PROXY_PLAYBACK_KEY, SETTINGS_KEY
 from server.tokens import Claims, Role
+
+logger = logging.getLogger(__name__)
 
 M3U8 = "application/vnd.apple.mpegurl"
 MEDIA_NAME = re.compile(r"^(init\.mp4|seg_\d{5,}\.m4s|thumb\.jpg|lesson\.mp4)$")
@@ -65,9 +69,24 @@ async def search(request: web.Request) -> web.Response:
 
 async def detail(request: web.Request) -> web.Response:
     claims(request)
-    lesson = await request.app[CATALOG_KEY].get(request.match_info["id"])
+    catalog = request.app[CATALOG_KEY]
+    lesson = await catalog.get(request.match_info["id"])
     return web.json_response({"lesson": _lesson_json(lesson),
-                              "playback": _playback(request, lesson)})
+                              "playback": _playback(request, lesson),
+                              "questions": await _questions(request, lesson)})
+
+
+async def _questions(request: web.Request, lesson: Lesson) -> list[dict[str, object]] | None:
+    """The lesson's questions, read from its manifest (the index does not keep them); None
+    when the manifest cannot be read now (the page says so instead of showing none)."""
+    catalog = request.app[CATALOG_KEY]
+    key = catalog.manifest_key(lesson)
+    try:
+        raw = await catalog.store.get_bytes(key)
+        return [dataclasses.asdict(q) for q in questions_from_manifest(raw, key)]
+    except CatalogError as exc:
+        logger.warning("lesson %s: questions not shown: %s", lesson.id, exc)
+        return None
 
 
 async def playlist(request: web.Request) -> web.Response:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from recorder.errors import DiskBudgetExceeded, RecorderError, UnsupportedCodec
-from recorder.manifest import LessonInfo
+from recorder.manifest import LessonInfo, LessonQuestion
 from recorder.recorder import Recorder, RecordingInfo
 from recorder.recording import Recording
 from server import ice
@@ -26,6 +26,26 @@ from server.sessions import PeerSession
 logger = logging.getLogger(__name__)
 
 SUBJECT = "recorder"
+
+
+class AskedQuestion(Protocol):
+    """A classroom's question as the room's question board keeps it."""
+
+    @property
+    def classroom(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def asked_at(self) -> float: ...
+
+    @property
+    def answered_at(self) -> float | None: ...
+
+
+# (room, since) -> the questions asked in the room since then, taken off its board
+TakeQuestions = Callable[[str, float], Sequence[AskedQuestion]]
 
 
 class RecorderPeer:
@@ -80,12 +100,14 @@ class RecordingService:
     """Implements the relay's room listener; owns the recorder peers and grace timers."""
 
     def __init__(self, relay: Relay, recorder: Recorder, *, auto_start: bool,
-                 grace_s: float, manual_rooms: tuple[str, ...] = ()) -> None:
+                 grace_s: float, manual_rooms: tuple[str, ...] = (),
+                 questions: TakeQuestions | None = None) -> None:
         self.relay = relay
         self.recorder = recorder
         self.auto_start = auto_start
         self.manual_rooms = frozenset(manual_rooms)
         self.grace_s = grace_s
+        self._take_questions = questions
         self._rooms: dict[str, RoomRecording] = {}
         self._errors: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,8 +164,12 @@ class RecordingService:
             raise Conflict(f"room {room!r} is not being recorded")
         if current.grace is not None and current.grace is not asyncio.current_task():
             current.grace.cancel()
+        asked = (self._take_questions(room, current.recording.started_at)
+                 if self._take_questions is not None else ())
+        questions = tuple(LessonQuestion(q.classroom, q.text, q.asked_at, q.answered_at)
+                          for q in asked)
         try:
-            self.recorder.stop(current.recording.id, status)
+            self.recorder.stop(current.recording.id, status, questions)
         except RecorderError as exc:
             logger.warning("room %s: %s", room, exc)
         await current.peer.close()

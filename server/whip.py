@@ -15,7 +15,7 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 
 
-def _room(request: web.Request) -> str:
+def room_name(request: web.Request) -> str:
     room = request.match_info["room"]
     if not room or len(room) > 64 or not all(c.isalnum() or c in "-_." for c in room):
         raise web.HTTPNotFound(text="room names are 1-64 letters, digits, '-', '_' or '.'")
@@ -29,7 +29,7 @@ def _created(request: web.Request, prefix: str, session: PeerSession, answer: st
 
 
 async def whip_post(request: web.Request) -> web.Response:
-    room = _room(request)
+    room = room_name(request)
     who = claims(request)
     who.require_publish(room)
     offer = await read_body(request, SDP, request.app[SETTINGS_KEY].http.max_sdp_bytes)
@@ -38,7 +38,7 @@ async def whip_post(request: web.Request) -> web.Response:
 
 
 async def whep_post(request: web.Request) -> web.Response:
-    room = _room(request)
+    room = room_name(request)
     who = claims(request)
     who.require_watch(room)
     offer = await read_body(request, SDP, request.app[SETTINGS_KEY].http.max_sdp_bytes)
@@ -47,7 +47,7 @@ async def whep_post(request: web.Request) -> web.Response:
 
 
 def _session(request: web.Request, role: Role) -> PeerSession:
-    room = _room(request)
+    room = room_name(request)
     who = claims(request)
     if role is Role.PUBLISHER:
         who.require_publish(room)
