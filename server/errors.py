@@ -1,6 +1,7 @@
 """The server package's one base exception and its HTTP-shaped subclasses.
 
-`server.http.error_middleware` turns each into `{"error": code, "message": text}` with its status.
+`server.http.error_middleware` turns each into `{"error": code, "message": text}` with its status
+(plus `"details"` when the error has them, e.g. the bad lines of a CSV upload).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ class ClassCastError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None,
+                 details: list[dict[str, object]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.details = details  # e.g. the bad lines of an upload, sent as "details"
 
 
 class ConfigError(ClassCastError):

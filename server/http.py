@@ -39,9 +39,12 @@ CORS_HEADERS = {
 
 
 def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status,
-                             headers={**CORS_HEADERS, **(headers or {})})
+                   headers: dict[str, str] | None = None,
+                   details: list[dict[str, object]] | None = None) -> web.Response:
+    body: dict[str, object] = {"error": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return web.json_response(body, status=status, headers={**CORS_HEADERS, **(headers or {})})
 
 
 @web.middleware
@@ -52,7 +55,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         request.app[METRICS_KEY].requests_rejected.labels(str(exc.status)).inc()
         if exc.status >= 500:
             logger.error("%s %s failed: %s", request.method, request.path, exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, exc.details)
     except (CatalogError, RecorderError) as exc:
         # the libraries' own errors, by their code
         status = LIBRARY_STATUS.get(exc.code, 500)
