@@ -9,31 +9,28 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
+from catalog.columns import CODED, Criteria, Ints, Snapshot, rowids
 from catalog.errors import BadQuery, LessonNotFound
 from catalog.models import STATUSES, Lesson
-from catalog.text import index_terms, match_query
+from catalog.text import FTS_COLUMNS, fts_values, match_query
 
 T = TypeVar("T")
 
 MAX_LIMIT = 100
 FACETS = ("subject", "grade", "school", "county")
-FILTERS = ("subject", "grade", "school", "county", "teacher", "status", "room")
-SORTS = {
-    "newest": "l.started_at DESC",
-    "oldest": "l.started_at ASC",
-    "longest": "l.duration_s DESC, l.started_at DESC",
-    "title": "l.title COLLATE NOCASE ASC, l.started_at DESC",
-    "relevance": "rank, l.started_at DESC",
-}
+FILTERS = CODED
+# relevance: lessons whose title holds every term first, newest first within each group
+SORTS = ("newest", "oldest", "longest", "title", "relevance")
 
-SCHEMA = """
+SCHEMA_VERSION = 2  # PRAGMA user_version; an older index is migrated on open
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS lessons (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -43,6 +40,7 @@ CREATE TABLE IF NOT EXISTS lessons (
     status TEXT NOT NULL, playlist TEXT NOT NULL, size_bytes INTEGER NOT NULL,
     segments INTEGER NOT NULL, codecs TEXT NOT NULL
 );
+-- one per filterable column (loading a column snapshot reads it in order) and sort order
 CREATE INDEX IF NOT EXISTS lessons_started ON lessons (started_at);
 CREATE INDEX IF NOT EXISTS lessons_subject ON lessons (subject, started_at);
 CREATE INDEX IF NOT EXISTS lessons_grade ON lessons (grade, started_at);
@@ -51,10 +49,19 @@ CREATE INDEX IF NOT EXISTS lessons_county ON lessons (county, started_at);
 CREATE INDEX IF NOT EXISTS lessons_teacher ON lessons (teacher, started_at);
 CREATE INDEX IF NOT EXISTS lessons_room ON lessons (room, started_at);
 CREATE INDEX IF NOT EXISTS lessons_status ON lessons (status, started_at);
+CREATE INDEX IF NOT EXISTS lessons_title ON lessons (title COLLATE NOCASE, started_at DESC);
+CREATE INDEX IF NOT EXISTS lessons_longest ON lessons (duration_s DESC, started_at DESC);
+-- contentless: the terms are derived from the lessons row, so they are not stored twice
 CREATE VIRTUAL TABLE IF NOT EXISTS lessons_fts USING fts5(
-    bigrams, unigrams, words, tokenize = 'unicode61 remove_diacritics 2'
+    {", ".join(FTS_COLUMNS)}, content = '', tokenize = 'unicode61 remove_diacritics 2'
 );
+-- bumped by every write, so readers (in any process) know when their snapshot is stale
+CREATE TABLE IF NOT EXISTS meta (version INTEGER NOT NULL);
+INSERT INTO meta (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM meta);
 """
+TextRow = Mapping[str, Any] | sqlite3.Row  # rowid and TEXT_COLUMNS
+TEXT_COLUMNS = ("title", "description", "tags", "subject", "school", "county", "teacher",
+                "grade")
 
 COLUMNS = ("id", "room", "school", "county", "teacher", "subject", "grade", "title",
            "description", "tags", "started_at", "duration_s", "thumbnail", "status",
@@ -139,6 +146,8 @@ class CatalogIndex:
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="catalog-reader")
         self._local = threading.local()
         self._write_conn: sqlite3.Connection | None = None
+        self._snapshot: Snapshot | None = None
+        self._snapshot_lock = threading.Lock()
 
     # --- connections ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -147,13 +156,17 @@ class CatalogIndex:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
+        # the WAL would otherwise stay as large as the biggest write (a rebuild: the whole DB)
+        conn.execute("PRAGMA journal_size_limit=67108864")
         return conn
 
     def _writer_conn(self) -> sqlite3.Connection:
         if self._write_conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_conn = self._connect()
-            self._write_conn.executescript(SCHEMA)
+            conn = self._connect()
+            with conn:
+                _migrate(conn)
+            self._write_conn = conn
         return self._write_conn
 
     def _reader_conn(self) -> sqlite3.Connection:
@@ -167,13 +180,31 @@ class CatalogIndex:
         def run() -> T:
             conn = self._writer_conn()
             with conn:
-                return fn(conn)
+                result = fn(conn)
+                conn.execute("UPDATE meta SET version = version + 1")
+            # Load the new snapshot here, so the next search does not wait for it.
+            _read_transaction(conn, self._current)
+            return result
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, run)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(
-            self._readers, lambda: fn(self._reader_conn()))
+            self._readers, lambda: _read_transaction(self._reader_conn(), fn))
+
+    def _current(self, conn: sqlite3.Connection) -> Snapshot:
+        """The column snapshot of the version this read transaction sees."""
+        version = int(conn.execute("SELECT version FROM meta").fetchone()[0])
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.version == version:
+            return snapshot
+        with self._snapshot_lock:
+            snapshot = self._snapshot
+            if snapshot is None or snapshot.version != version:
+                snapshot = Snapshot.load(conn, version)
+                if self._snapshot is None or self._snapshot.version < version:
+                    self._snapshot = snapshot
+            return snapshot
 
     async def open(self) -> None:
         await self._write(lambda conn: None)
@@ -187,6 +218,7 @@ class CatalogIndex:
         await asyncio.get_running_loop().run_in_executor(self._writer, close_writer)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._snapshot = None
 
     # --- writing ----------------------------------------------------------------------------
     async def upsert(self, lesson: Lesson) -> None:
@@ -206,21 +238,23 @@ class CatalogIndex:
         items = list(lessons)
 
         def replace(conn: sqlite3.Connection) -> int:
-            conn.execute("DELETE FROM lessons_fts")
+            conn.execute("INSERT INTO lessons_fts (lessons_fts) VALUES ('delete-all')")
             conn.execute("DELETE FROM lessons")
             for lesson in items:
-                _upsert(conn, lesson)
+                _upsert(conn, lesson, new=True)
+            # merge the FTS index into one segment (a rebuild leaves a dozen)
+            conn.execute("INSERT INTO lessons_fts (lessons_fts) VALUES ('optimize')")
             return len(items)
 
         return await self._write(replace)
 
     async def delete(self, lesson_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT rowid FROM lessons WHERE id = ?", (lesson_id,)).fetchone()
+            row = _text_row(conn, lesson_id)
             if row is None:
                 raise LessonNotFound(f"no lesson {lesson_id!r}")
-            conn.execute("DELETE FROM lessons_fts WHERE rowid = ?", (row[0],))
-            conn.execute("DELETE FROM lessons WHERE rowid = ?", (row[0],))
+            _delete_terms(conn, row)
+            conn.execute("DELETE FROM lessons WHERE rowid = ?", (row["rowid"],))
 
         await self._write(delete)
 
@@ -244,77 +278,117 @@ class CatalogIndex:
             r[0] for r in conn.execute("SELECT id FROM lessons ORDER BY id")])
 
     async def search(self, query: Query, facets: bool = True) -> Page:
-        return await self._read(lambda conn: _search(conn, query, facets))
+        return await self._read(lambda conn: self._search(conn, query, facets))
+
+    def _search(self, conn: sqlite3.Connection, query: Query, with_facets: bool) -> Page:
+        snapshot = self._current(conn)
+        match = match_query(query.text)
+        title = match_query(query.text, title_only=True) if query.sort == "relevance" else None
+        criteria = Criteria(
+            filters=query.filters,
+            text=_matching(conn, match) if match else None,
+            title=_matching(conn, title) if title else None,
+            # `newest` ranks lessons by start, latest first: a date range is a range of ranks
+            before_rank=_started_since(conn, query.since) if query.since is not None else None,
+            after_rank=_started_since(conn, query.until) if query.until is not None else None,
+            sort=query.sort, limit=query.limit, offset=query.offset)
+        found = snapshot.select(conn, criteria, FACETS if with_facets else ())
+        rows = {row["rowid"]: row for row in conn.execute(
+            f"SELECT rowid, {', '.join(COLUMNS)} FROM lessons "
+            f"WHERE rowid IN ({', '.join('?' * len(found.rowids))})", found.rowids)}
+        lessons = tuple(_lesson(rows[r]) for r in found.rowids)
+        return Page(lessons, found.total, found.facets, query)
 
 
-def _upsert(conn: sqlite3.Connection, lesson: Lesson) -> None:
+def _read_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `fn` in one read transaction: every statement sees the same version."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn)
+    finally:
+        conn.rollback()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"{version=} of the catalog index is newer than this ClassCast "
+                           f"({SCHEMA_VERSION}); rebuild it with `classcast catalog reindex`")
+    # Version 1 stored every term in one set of columns, with their content: rebuild.
+    conn.executescript("BEGIN; DROP TABLE IF EXISTS lessons_fts;" + SCHEMA)
+    for row in conn.execute(f"SELECT rowid, {', '.join(TEXT_COLUMNS)} FROM lessons"):
+        _insert_terms(conn, row)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _fts_row(row: TextRow) -> tuple[str, ...]:
+    tags = row["tags"]
+    tag_text = " ".join(json.loads(tags) if isinstance(tags, str) else tags)
+    rest = " ".join((row["description"], tag_text, row["subject"], row["school"],
+                     row["county"], row["teacher"], row["grade"]))
+    return fts_values(row["title"], rest)
+
+
+def _insert_terms(conn: sqlite3.Connection, row: TextRow) -> None:
+    conn.execute(f"INSERT INTO lessons_fts (rowid, {', '.join(FTS_COLUMNS)}) "
+                 f"VALUES (?, {', '.join('?' * len(FTS_COLUMNS))})",
+                 (row["rowid"], *_fts_row(row)))
+
+
+def _delete_terms(conn: sqlite3.Connection, row: TextRow) -> None:
+    """Remove a row's terms from the contentless FTS table: its 'delete' command needs the
+    values that were indexed, which are derived again from the lessons row."""
+    conn.execute(f"INSERT INTO lessons_fts (lessons_fts, rowid, {', '.join(FTS_COLUMNS)}) "
+                 f"VALUES ('delete', ?, {', '.join('?' * len(FTS_COLUMNS))})",
+                 (row["rowid"], *_fts_row(row)))
+
+
+def _text_row(conn: sqlite3.Connection, lesson_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        f"SELECT rowid, {', '.join(TEXT_COLUMNS)} FROM lessons WHERE id = ?",
+        (lesson_id,)).fetchone()
+    return row
+
+
+def _upsert(conn: sqlite3.Connection, lesson: Lesson, new: bool = False) -> None:
     values = (lesson.id, lesson.room, lesson.school, lesson.county, lesson.teacher,
               lesson.subject, lesson.grade, lesson.title, lesson.description,
               json.dumps(list(lesson.tags), ensure_ascii=False), lesson.started_at,
               lesson.duration_s, lesson.thumbnail, lesson.status, lesson.playlist,
               lesson.size_bytes, lesson.segments, json.dumps(lesson.codecs))
-    row = conn.execute("SELECT rowid FROM lessons WHERE id = ?", (lesson.id,)).fetchone()
-    if row is None:
+    old = None if new else _text_row(conn, lesson.id)
+    if old is None:
         cursor = conn.execute(
             f"INSERT INTO lessons ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
             values)
         rowid = cursor.lastrowid
     else:
-        rowid = row[0]
+        rowid = old["rowid"]
+        _delete_terms(conn, old)
         conn.execute(f"UPDATE lessons SET {', '.join(f'{c} = ?' for c in COLUMNS)} "
                      "WHERE rowid = ?", (*values, rowid))
-        conn.execute("DELETE FROM lessons_fts WHERE rowid = ?", (rowid,))
-    terms = index_terms(" ".join((lesson.title, lesson.description, " ".join(lesson.tags),
-                                  lesson.subject, lesson.school, lesson.county,
-                                  lesson.teacher, lesson.grade)))
-    conn.execute("INSERT INTO lessons_fts (rowid, bigrams, unigrams, words) VALUES (?, ?, ?, ?)",
-                 (rowid, terms.bigrams, terms.unigrams, terms.words))
+    _insert_terms(conn, {"rowid": rowid, "title": lesson.title,
+                         "description": lesson.description, "tags": lesson.tags,
+                         "subject": lesson.subject, "school": lesson.school,
+                         "county": lesson.county, "teacher": lesson.teacher,
+                         "grade": lesson.grade})
+
+
+def _matching(conn: sqlite3.Connection, match: str) -> Ints:
+    return rowids(conn.execute("SELECT group_concat(rowid, ' ') FROM lessons_fts "
+                               "WHERE lessons_fts MATCH ?", (match,)).fetchone()[0])
+
+
+def _started_since(conn: sqlite3.Connection, moment: float) -> int:
+    """How many lessons started at or after `moment`: the newest-rank where they end."""
+    return int(conn.execute("SELECT count(*) FROM lessons WHERE started_at >= ?",
+                            (moment,)).fetchone()[0])
 
 
 def _lesson(row: sqlite3.Row) -> Lesson:
-    data: dict[str, Any] = dict(zip(COLUMNS, row, strict=True))
+    data: dict[str, Any] = {name: row[name] for name in COLUMNS}
     data["tags"] = tuple(json.loads(data["tags"]))
     data["codecs"] = json.loads(data["codecs"])
     return Lesson(**data)
-
-
-def _search(conn: sqlite3.Connection, query: Query, with_facets: bool) -> Page:
-    # (the filter column a condition belongs to, or "", the SQL, its argument)
-    conditions: list[tuple[str, str, object]] = []
-    match = match_query(query.text)
-    source = "lessons l"
-    if match:
-        # CROSS JOIN fixes the order: the text match runs once, then rows are looked up by
-        # rowid (measured: the planner otherwise probed the FTS table once per filtered row)
-        source = "lessons_fts f CROSS JOIN lessons l ON l.rowid = f.rowid"
-        conditions.append(("", "lessons_fts MATCH ?", match))
-    for name, value in query.filters.items():
-        conditions.append((name, f"l.{name} = ?", value))
-    if query.since is not None:
-        conditions.append(("", "l.started_at >= ?", query.since))
-    if query.until is not None:
-        conditions.append(("", "l.started_at < ?", query.until))
-
-    def where(skip: str = "") -> tuple[str, list[object]]:
-        kept = [(sql, arg) for column, sql, arg in conditions if not skip or column != skip]
-        clause = ("WHERE " + " AND ".join(sql for sql, _ in kept)) if kept else ""
-        return clause, [arg for _, arg in kept]
-
-    clause, args = where()
-    rows = conn.execute(
-        f"SELECT {', '.join('l.' + c for c in COLUMNS)} FROM {source} {clause} "
-        f"ORDER BY {SORTS[query.sort]} LIMIT ? OFFSET ?",
-        (*args, query.limit, query.offset)).fetchall()
-    total = conn.execute(f"SELECT count(*) FROM {source} {clause}", args).fetchone()[0]
-    facets: dict[str, dict[str, int]] = {}
-    if with_facets:
-        for name in FACETS:
-            # Each facet counts with every filter but its own, so the other choices of a
-            # chosen facet stay visible (and countable) on the browse page.
-            facet_clause, facet_args = where(skip=name)
-            facets[name] = {
-                value: count for value, count in conn.execute(
-                    f"SELECT l.{name}, count(*) FROM {source} {facet_clause} GROUP BY l.{name} "
-                    f"ORDER BY count(*) DESC, l.{name} LIMIT 50", facet_args)
-                if value}
-    return Page(tuple(_lesson(r) for r in rows), total, facets, query)

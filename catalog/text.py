@@ -4,8 +4,9 @@ Chinese has no spaces, and most words are two characters (分数, 乐山), which
 tokenizer cannot match. So text is turned into terms before it reaches SQLite: each run of
 CJK characters becomes its overlapping bigrams (in order, so a longer word is a phrase of
 them) plus, in a second column, its single characters; other text becomes lower-case words.
-Queries are built from the same terms, every term quoted, so FTS5 syntax in a query is
-searched for literally and never raises.
+The title's terms have columns of their own (`title_*`), so a search can tell which lessons
+hold the terms in their title. Queries are built from the same terms, every term quoted, so
+FTS5 syntax in a query is searched for literally and never raises.
 """
 
 from __future__ import annotations
@@ -45,21 +46,36 @@ def index_terms(text: str) -> Terms:
     return Terms(" ".join(bigrams), " ".join(unigrams), " ".join(words))
 
 
+# The FTS5 table's columns, in order.
+FTS_COLUMNS = ("title_bigrams", "title_unigrams", "title_words", "bigrams", "unigrams", "words")
+
+
+def fts_values(title: str, rest: str) -> tuple[str, str, str, str, str, str]:
+    """The FTS row of a lesson: the title's terms, then those of the rest of its text."""
+    head, tail = index_terms(title), index_terms(rest)
+    return (head.bigrams, head.unigrams, head.words, tail.bigrams, tail.unigrams, tail.words)
+
+
 def _quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def match_query(query: str) -> str | None:
-    """An FTS5 MATCH expression requiring every term of `query`; None if it has none."""
+def match_query(query: str, title_only: bool = False) -> str | None:
+    """An FTS5 MATCH expression requiring every term of `query` anywhere in a lesson's text
+    (or, with `title_only`, in its title); None if the query has no terms."""
+
+    def columns(kind: str) -> str:
+        return f"title_{kind}" if title_only else f"{{title_{kind} {kind}}}"
+
     parts: list[str] = []
     for match in _TOKEN.finditer(_normalize(query)):
         token = match.group()
         if _IS_CJK.match(token):
             if len(token) == 1:
-                parts.append(f"unigrams : {_quote(token)}")
+                parts.append(f"{columns('unigrams')} : {_quote(token)}")
             else:
                 phrase = " ".join(token[i:i + 2] for i in range(len(token) - 1))
-                parts.append(f"bigrams : {_quote(phrase)}")
+                parts.append(f"{columns('bigrams')} : {_quote(phrase)}")
         else:
-            parts.append(f"words : {_quote(token)} *")
+            parts.append(f"{columns('words')} : {_quote(token)} *")
     return " AND ".join(parts) if parts else None

@@ -66,8 +66,11 @@ def test_chinese_and_english_terms() -> None:
     terms = index_terms("五年级数学：分数的意义 Fractions")
     assert "分数" in terms.bigrams.split() and "数" in terms.unigrams.split()
     assert terms.words == "fractions"
-    assert match_query("分数") == 'bigrams : "分数"'
-    assert match_query('"分数" OR *)(^') == 'bigrams : "分数" AND words : "or" *'
+    assert match_query("分数") == '{title_bigrams bigrams} : "分数"'
+    assert match_query('"分数" OR *)(^') == ('{title_bigrams bigrams} : "分数" AND '
+                                           '{title_words words} : "or" *')
+    assert match_query("分数的 x", title_only=True) == ('title_bigrams : "分数 数的" AND '
+                                                     'title_words : "x" *')
     assert match_query("***") is None
 
 
