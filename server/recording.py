@@ -137,7 +137,9 @@ class RecordingService:
         live = self.relay.rooms.get(room)
         if live is None or not live.live:
             raise Conflict(f"room {room!r} is not live; recording starts with the lesson")
-        codecs = {kind: t.codec.name for kind, t in live.tracks.items() if t.codec and t.live}
+        # the camera and microphone are recorded; a shared screen is not (yet)
+        codecs = {kind: t.codec.name for kind, t in live.tracks.items()
+                  if kind in ("audio", "video") and t.codec and t.live}
         publisher = live.main_publisher
         info = lesson or LessonInfo(teacher=publisher.subject if publisher else "")
         try:

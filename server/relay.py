@@ -21,7 +21,7 @@ from server.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from server.forwarder import SubscriberTrack, same_codec
 from server.metrics import RelayMetrics
 from server.passthrough import FrameAssembler, attach_receiver, attach_sender, request_keyframe
-from server.rooms import Room, RoomInfo, Rooms
+from server.rooms import Room, RoomInfo, Rooms, slots_of
 from server.sessions import PeerSession, Role
 from server.settings import Settings
 
@@ -68,6 +68,7 @@ class Relay:
     async def publish(self, room_name: str, offer_text: str, subject: str) -> Answer:
         offer = sdp.parse_offer(offer_text)
         sdp.require_publishable(offer)
+        slots = slots_of([m.kind for m in offer.media])
         room = self.rooms.get(room_name)
         current = room.main_publisher if room is not None else None
         if current is not None:
@@ -80,7 +81,8 @@ class Relay:
                         subject, current.id[:8])
             await current.close("replaced")
         session = PeerSession(room_name, Role.PUBLISHER, subject,
-                              self._settings.ice.connect_timeout_s)
+                              self._settings.ice.connect_timeout_s,
+                              max_bundle=slots.count("screen") > 0)
         room = self.rooms.get_or_create(room_name)
         room.publishers.append(session)
         self.sessions[session.id] = session
@@ -91,15 +93,15 @@ class Relay:
 
         session.on_close(closed)
         try:
-            wiring: list[tuple[RTCRtpTransceiver, RTCRtpCodecParameters]] = []
-            for m in offer.media:
-                assert m.codec is not None
+            wiring: list[tuple[str, RTCRtpTransceiver, RTCRtpCodecParameters]] = []
+            for m, slot in zip(offer.media, slots, strict=True):
+                assert m.codec is not None and slot is not None
                 transceiver = session.pc.addTransceiver(m.kind, direction="recvonly")
                 transceiver.setCodecPreferences(sdp.capabilities(m.codec))
-                wiring.append((transceiver, m.codec))
+                wiring.append((slot, transceiver, m.codec))
             answer = await self._negotiate(session, sdp.without_bandwidth_feedback(offer.text))
-            for transceiver, codec in wiring:
-                generations[transceiver.kind] = self._feed(room, transceiver, codec)
+            for slot, transceiver, codec in wiring:
+                generations[slot] = self._feed(room, slot, transceiver, codec)
         except BaseException:
             await session.close("rejected")
             raise
@@ -109,13 +111,14 @@ class Relay:
         for listener in self.listeners:
             listener.room_live(room_name)
         logger.info("room %s: teacher %s publishing (%s)", room_name, session.id[:8],
-                    ", ".join(f"{m.kind} {m.codec.mimeType}" for m in offer.media if m.codec))
+                    ", ".join(f"{slot} {m.codec.mimeType}" for m, slot
+                              in zip(offer.media, slots, strict=True) if m.codec))
         return Answer(session, sdp.with_opus_fec(answer))
 
-    def _feed(self, room: Room, transceiver: RTCRtpTransceiver,
+    def _feed(self, room: Room, slot: str, transceiver: RTCRtpTransceiver,
               codec: RTCRtpCodecParameters) -> int:
         """Route a publisher transceiver's frames into the room track; returns the generation."""
-        track = room.tracks[transceiver.kind]
+        track = room.tracks[slot]
         receiver = transceiver.receiver
         if track.codec is not None and not same_codec(track.codec, codec):
             logger.info("room %s: teacher switched %s codec to %s; classrooms must rejoin",
@@ -128,6 +131,13 @@ class Relay:
                 await request_keyframe(receiver, assembler.media_ssrc)
 
         generation = track.attach_source(codec, keyframe)
+        # Classrooms that asked for this line but joined before it had media (e.g. the teacher
+        # shares a screen now) rejoin to get it; they reconnect by themselves.
+        for sub in list(room.subscribers.values()):
+            if slot in sub.wanted_slots and slot not in sub.sent_slots and not sub.closed:
+                logger.info("room %s: %s appeared; classroom %s rejoins for it", room.name,
+                            slot, sub.id[:8])
+                sub.begin_close("tracks_changed")
         assembler = FrameAssembler(transceiver.kind, codec.name,
                                    lambda frame: track.push(frame, generation),
                                    loss_wait_s=self._settings.relay.loss_wait_s)
@@ -164,8 +174,11 @@ class Relay:
                 headers={"Retry-After": str(self._settings.relay.retry_after_s)})
         offer = sdp.parse_offer(offer_text)
         sdp.require_playable(offer)
+        slots = slots_of([m.kind for m in offer.media])
         session = PeerSession(room_name, Role.SUBSCRIBER, subject,
-                              self._settings.ice.connect_timeout_s)
+                              self._settings.ice.connect_timeout_s,
+                              max_bundle=slots.count("screen") > 0)
+        session.wanted_slots = frozenset(s for s in slots if s is not None)
         room.subscribers[session.id] = session
         self.sessions[session.id] = session
         tracks: list[SubscriberTrack] = []
@@ -175,18 +188,22 @@ class Relay:
 
         session.on_close(closed)
         try:
-            for m in offer.media:
-                room_track = room.tracks[m.kind]
-                if room_track.codec is None or any(t.kind == m.kind for t in tracks):
+            sent: set[str] = set()
+            for m, slot in zip(offer.media, slots, strict=True):
+                room_track = room.tracks[slot] if slot is not None else None
+                if room_track is None or room_track.codec is None:
                     session.pc.addTransceiver(m.kind, direction="inactive")
                     continue
+                assert slot is not None
+                sent.add(slot)
                 on_first = (lambda: self._first_frame(session, started)
-                            ) if m.kind == "video" else None
+                            ) if slot == "video" else None
                 track = room_track.subscribe(on_first_frame=on_first)
                 tracks.append(track)
                 transceiver = session.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(sdp.capabilities(room_track.codec))
                 attach_sender(transceiver.sender, track, track.request_keyframe)
+            session.sent_slots = frozenset(sent)
             answer = await self._negotiate(session, offer.text)
         except BaseException:
             await session.close("rejected")

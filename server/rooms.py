@@ -11,6 +11,19 @@ from server.sessions import PeerSession
 from server.settings import RelaySettings
 
 KINDS = ("audio", "video")
+# A room's media lines ("slots") and their kinds: the teacher's camera and microphone, and an
+# optional second video line for a shared screen (slides, blackboard camera).
+SLOTS = {"audio": "audio", "video": "video", "screen": "video"}
+
+
+def slots_of(kinds: list[str]) -> list[str | None]:
+    """The slot of each m-line, in order: the first video line is the camera, the second the
+    screen, the first audio line the microphone; None for any line beyond those."""
+    taken: list[str | None] = []
+    for kind in kinds:
+        free = [s for s, k in SLOTS.items() if k == kind and s not in taken]
+        taken.append(free[0] if free else None)
+    return taken
 
 
 @dataclass(frozen=True)
@@ -19,6 +32,7 @@ class TrackInfo:
     codec: str | None
     live: bool
     subscribers: int
+    slot: str  # "audio", "video" (the camera) or "screen"
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,11 @@ class Room:
         self.publishers: list[PeerSession] = []
         self.subscribers: dict[str, PeerSession] = {}
         self.live_since: float | None = None
-        self.tracks = {kind: RoomTrack(kind, video_queue=video_queue, audio_queue=audio_queue,
+        self.tracks = {slot: RoomTrack(kind, video_queue=video_queue, audio_queue=audio_queue,
                                        keyframe_interval_s=keyframe_interval_s,
                                        join_keyframe_interval_s=join_keyframe_interval_s,
                                        telemetry=telemetry)
-                       for kind in KINDS}
+                       for slot, kind in SLOTS.items()}
 
     @property
     def main_publisher(self) -> PeerSession | None:
@@ -83,8 +97,10 @@ class Room:
             live_since=self.live_since,
             publishers=tuple(session(s) for s in self.publishers),
             subscribers=tuple(session(s) for s in self.subscribers.values()),
-            tracks=tuple(TrackInfo(kind, t.codec.mimeType if t.codec else None, t.live,
-                                   t.subscriber_count) for kind, t in self.tracks.items()))
+            tracks=tuple(TrackInfo(t.kind, t.codec.mimeType if t.codec else None, t.live,
+                                   t.subscriber_count, slot)
+                         for slot, t in self.tracks.items()
+                         if slot != "screen" or t.codec is not None))
 
     async def close(self) -> None:
         for track in self.tracks.values():

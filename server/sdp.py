@@ -76,12 +76,14 @@ def _choose_codec(m: MediaDescription) -> RTCRtpCodecParameters | None:
 
 
 def require_publishable(offer: Offer) -> None:
-    """WHIP: every m-section sends, at most one audio and one video, codecs we can relay."""
+    """WHIP: every m-section sends, at most one audio and two video (camera and screen),
+    codecs we can relay."""
     kinds = [m.kind for m in offer.media]
-    for kind in ("audio", "video"):
-        if kinds.count(kind) > 1:
-            raise Unprocessable(f"a WHIP session carries at most one {kind} track; "
-                                "publish a second source as another session")
+    for kind, most in (("audio", 1), ("video", 2)):
+        if kinds.count(kind) > most:
+            raise Unprocessable(f"a WHIP session carries at most {most} {kind} track"
+                                f"{'s (camera and screen)' if most > 1 else ''}; "
+                                "publish another source as another session")
     for m in offer.media:
         if m.direction not in SENDING:
             raise Unprocessable(f"m-section {m.index} ({m.kind}) is {m.direction}; "

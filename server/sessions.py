@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,21 @@ CloseHook = Callable[["PeerSession"], Awaitable[None]]
 
 
 class PeerSession:
-    def __init__(self, room: str, role: Role, subject: str, connect_timeout_s: float) -> None:
+    def __init__(self, room: str, role: Role, subject: str, connect_timeout_s: float,
+                 max_bundle: bool = False) -> None:
         self.id = secrets.token_hex(16)
         self.room = room
         self.role = role
         self.subject = subject
         self.created_at = time.monotonic()
         self.connected_at: float | None = None
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # Two video m-lines (camera and screen) negotiate only with max-bundle (DESIGN §5).
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE if max_bundle
+            else RTCBundlePolicy.BALANCED))
+        # A subscriber's media lines: those it asked for and those the relay sends it.
+        self.wanted_slots: frozenset[str] = frozenset()
+        self.sent_slots: frozenset[str] = frozenset()
         self.close_cause: str | None = None
         self._on_close: list[CloseHook] = []
         self._connect_timeout_s = connect_timeout_s

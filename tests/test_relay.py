@@ -8,12 +8,21 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.keys import RELAY_KEY
 from server.settings import Settings
-from tests.conftest import Peers, eventually
+from server.whipclient import WhipSession
+from tests.conftest import LOOPBACK, Peers, eventually
+from tests.media import FrameCounter, PatternVideoTrack, ToneAudioTrack
 
 
 @pytest.mark.parametrize("codec", ["video/H264", "video/VP8"])
@@ -155,3 +164,67 @@ async def test_api_and_metrics_describe_the_live_room(peers: Peers) -> None:
     assert samples[("classcast_relay_join_latency_seconds_count", ())] == 2
     health = await (await peers.client.get("/healthz")).json()
     assert health["status"] == "ok" and health["rooms"] == 1
+
+
+async def screen_publisher(peers: Peers, room: str) -> WhipSession:
+    """A teacher with a camera and a screen: two video m-lines (max-bundle) and audio."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    caps = [c for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType in ("video/H264", "video/rtx")]
+    for track in (PatternVideoTrack(), PatternVideoTrack(width=640, height=360, fps=10)):
+        pc.addTransceiver(track, direction="sendonly").setCodecPreferences(caps)
+    pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
+    session = WhipSession(peers.url(f"/whip/{room}"), peers.token("teacher", room),
+                          ice_addresses=LOOPBACK, pc=pc)
+    peers.sessions.append(session)
+    await session.start()
+    return session
+
+
+async def screen_subscriber(peers: Peers, room: str) -> tuple[WhipSession, list[FrameCounter]]:
+    """A classroom asking for two video lines (camera, screen) and audio, as class.js does."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    for kind in ("video", "video", "audio"):
+        pc.addTransceiver(kind, direction="recvonly")
+    videos: list[FrameCounter] = []
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            videos.append(FrameCounter(track))
+
+    session = WhipSession(peers.url(f"/whep/{room}"), peers.token("classroom", room),
+                          ice_addresses=LOOPBACK, pc=pc)
+    peers.sessions.append(session)
+    await session.start()
+    return session, videos
+
+
+async def test_camera_and_screen_reach_classrooms_as_two_video_tracks(peers: Peers) -> None:
+    room = "screen-1"
+    relay = peers.client.app[RELAY_KEY]
+    # A classroom that joined while only the camera was live rejoins when the screen appears.
+    await peers.publish(room)
+    early = await screen_subscriber(peers, room)
+    await eventually(lambda: len(early[1]) == 1, what="the camera track")
+    early_session = next(iter(relay.rooms.get(room).subscribers.values()))
+    assert early_session.sent_slots == {"audio", "video"}
+    await peers.sessions[0].close()
+    await eventually(lambda: not relay.room_info(room).live, what="the camera gone")
+
+    await screen_publisher(peers, room)
+    await eventually(lambda: early_session.closed, what="the early classroom asked to rejoin")
+    assert early_session.close_cause == "tracks_changed"
+    _, videos = await screen_subscriber(peers, room)
+    await eventually(lambda: len(videos) == 2, what="two video tracks")
+    for counter in videos:
+        await counter.wait_for(15)
+    assert {size for c in videos for size in c.sizes} == {(320, 240), (640, 360)}
+    tracks = {t["slot"]: t for t in dataclasses.asdict(relay.room_info(room))["tracks"]}
+    assert tracks["screen"]["live"] and tracks["screen"]["codec"] == "video/H264"
+    # a classroom that asks for one video line gets the camera only
+    _, counters = await peers.subscribe(room)
+    await counters["video"].wait_for(15)
+    assert set(counters["video"].sizes) == {(320, 240)}
