@@ -17,11 +17,12 @@ from recorder.manifest import Manifest
 from recorder.metrics import RecorderMetrics
 from recorder.recorder import Recorder
 from recorder.recording import RecorderConfig
-from server import api, channel, ice, lessons, pages, whip
+from server import api, channel, ice, lessons, pages, turn, whip
 from server.classrooms import ClassroomMonitor
 from server.errors import ConfigError
 from server.http import error_middleware
 from server.keys import (
+    ATTENDANCE_KEY,
     CATALOG_KEY,
     CLASSROOMS_KEY,
     ISSUER_KEY,
@@ -31,13 +32,17 @@ from server.keys import (
     RECORDINGS_KEY,
     REGISTRY_KEY,
     RELAY_KEY,
+    SCHOOL_REGISTRY_KEY,
     SETTINGS_KEY,
     STORE_KEY,
+    TIMETABLE_KEY,
 )
 from server.metrics import RelayMetrics
 from server.questions import QuestionBoard
 from server.recording import RecordingService
 from server.relay import Relay
+from server.schools import api as schools_api
+from server.schools.service import open_schools
 from server.settings import Settings
 from server.storage import S3Store, open_archive
 from server.tokens import TokenIssuer, load_or_create_secret
@@ -66,7 +71,10 @@ def create_app(settings: Settings) -> web.Application:
     api.add_routes(app)
     lessons.add_routes(app)
     pages.add_routes(app)
+    schools_api.add_routes(app)
+    turn.add_routes(app)
     app.cleanup_ctx.append(_relay)
+    app.cleanup_ctx.append(_schools)
     app.cleanup_ctx.append(_archive)
     return app
 
@@ -80,6 +88,15 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
     yield
     await monitor.close()
     await relay.close()
+
+
+async def _schools(app: web.Application) -> AsyncIterator[None]:
+    """The school registry, timetable and attendance (listening to the relay)."""
+    async with open_schools(app[SETTINGS_KEY], app[REGISTRY_KEY], app[RELAY_KEY]) as schools:
+        app[SCHOOL_REGISTRY_KEY] = schools.registry
+        app[TIMETABLE_KEY] = schools.timetable
+        app[ATTENDANCE_KEY] = schools.attendance
+        yield
 
 
 async def _archive(app: web.Application) -> AsyncIterator[None]:
@@ -114,7 +131,8 @@ async def _catalog_and_recorder(app: web.Application, store: S3Store) -> AsyncIt
     await recorder.open()
     service = RecordingService(app[RELAY_KEY], recorder, auto_start=rec.auto_start,
                                grace_s=rec.grace_s, manual_rooms=rec.manual_rooms,
-                               questions=app[QUESTIONS_KEY].take)
+                               questions=app[QUESTIONS_KEY].take,
+                               lessons=app[ATTENDANCE_KEY])
     app[RECORDINGS_KEY] = service
     try:
         yield

@@ -24,9 +24,11 @@ from server.app import create_app
 from server.errors import ClassCastError
 from server.importer import ImportFailed, ImportRequest, import_lesson
 from server.ingest import DEMO_SOURCE, IngestError, IngestOptions, ingest
+from server.schools.registry import lookup_classroom
+from server.schools.service import DB_NAME
 from server.settings import Settings
 from server.storage import open_archive
-from server.tokens import Role, TokenIssuer, load_or_create_secret, parse_ttl
+from server.tokens import Role, TokenIssuer, classroom_subject, load_or_create_secret, parse_ttl
 
 logger = logging.getLogger("classcast")
 
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--room", help="Room the token is for (default: every room).")
     token.add_argument("--ttl", default="8h", help="Lifetime, e.g. 90s, 15m, 8h, 365d.")
     token.add_argument("--subject", default="", help="Who holds it (school, classroom, …).")
+    token.add_argument("--classroom", type=int, help="A registered classroom's id: a device "
+                       "token (role classroom) that attendance counts for that classroom.")
 
     cat = sub.add_parser("catalog", help="The lesson catalog.")
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
@@ -212,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_mod.load(args)
         if args.command == "token":
             ttl = parse_ttl(args.ttl)
-            print(_issuer(settings).mint(Role(args.role), args.room, ttl, args.subject))
+            subject = args.subject
+            if args.classroom is not None:
+                subject = _classroom_subject(settings, args)
+            print(_issuer(settings).mint(Role(args.role), args.room, ttl, subject))
             return 0
         _use_uvloop()
         if args.command == "serve":
@@ -232,6 +239,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _classroom_subject(settings: Settings, args: argparse.Namespace) -> str:
+    if args.role != Role.CLASSROOM.value:
+        raise ValueError("--classroom needs --role classroom")
+    place = lookup_classroom(Path(settings.data_dir) / DB_NAME, args.classroom)
+    if place is None:
+        raise ValueError(f"no classroom {args.classroom} in the registry of "
+                         f"{settings.data_dir}; add it (admin API or CSV import) first")
+    return classroom_subject(place.classroom)
 
 
 def _use_uvloop() -> None:

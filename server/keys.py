@@ -11,6 +11,9 @@ from server.metrics import RelayMetrics
 from server.questions import QuestionBoard
 from server.recording import RecordingService
 from server.relay import Relay
+from server.schools.attendance import AttendanceService
+from server.schools.registry import Registry
+from server.schools.timetable import Timetable
 from server.settings import Settings
 from server.storage import S3Store
 from server.tokens import TokenIssuer
@@ -26,3 +29,7 @@ CATALOG_KEY = web.AppKey("catalog", Catalog)
 PROXY_PLAYBACK_KEY = web.AppKey("proxy_playback", bool)
 QUESTIONS_KEY = web.AppKey("questions", QuestionBoard)
 CLASSROOMS_KEY = web.AppKey("classrooms", ClassroomMonitor)
+# the school registry (REGISTRY_KEY above is Prometheus's), timetable and attendance
+SCHOOL_REGISTRY_KEY = web.AppKey("school_registry", Registry)
+TIMETABLE_KEY = web.AppKey("timetable", Timetable)
+ATTENDANCE_KEY = web.AppKey("attendance", AttendanceService)

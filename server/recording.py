@@ -6,6 +6,7 @@ period."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ class AskedQuestion(Protocol):
 
     @property
     def answered_at(self) -> float | None: ...
+
+
+class LessonSource(Protocol):
+    """What the timetable says is being taught in a room (the attendance service)."""
+
+    def lesson_for(self, room: str) -> LessonInfo | None: ...
+
+    def recording_started(self, room: str, recording_id: str) -> None: ...
 
 
 # (room, since) -> the questions asked in the room since then, taken off its board
@@ -101,8 +110,10 @@ class RecordingService:
 
     def __init__(self, relay: Relay, recorder: Recorder, *, auto_start: bool,
                  grace_s: float, manual_rooms: tuple[str, ...] = (),
-                 questions: TakeQuestions | None = None) -> None:
+                 questions: TakeQuestions | None = None,
+                 lessons: LessonSource | None = None) -> None:
         self.relay = relay
+        self.lessons = lessons
         self.recorder = recorder
         self.auto_start = auto_start
         self.manual_rooms = frozenset(manual_rooms)
@@ -141,7 +152,11 @@ class RecordingService:
         codecs = {kind: t.codec.name for kind, t in live.tracks.items()
                   if kind in ("audio", "video") and t.codec and t.live}
         publisher = live.main_publisher
-        info = lesson or LessonInfo(teacher=publisher.subject if publisher else "")
+        teacher = publisher.subject if publisher else ""
+        scheduled = self.lessons.lesson_for(room) if self.lessons is not None else None
+        if scheduled is not None and not scheduled.teacher:
+            scheduled = dataclasses.replace(scheduled, teacher=teacher)
+        info = lesson or scheduled or LessonInfo(teacher=teacher)
         try:
             recording = await self.recorder.start(room, codecs, info)
         except UnsupportedCodec as exc:
@@ -153,6 +168,8 @@ class RecordingService:
         peer = RecorderPeer(self.relay, room, recording)
         self._rooms[room] = RoomRecording(recording, peer)
         self._errors.pop(room, None)
+        if self.lessons is not None:
+            self.lessons.recording_started(room, recording.id)
         try:
             await peer.start()
         except BaseException:

@@ -52,6 +52,22 @@ class Claims:
             raise Forbidden("this needs an admin token")
 
 
+CLASSROOM_PREFIX = "classroom:"
+
+
+def classroom_subject(classroom: int) -> str:
+    """The subject of a registered classroom device's token (attendance recognises it)."""
+    return f"{CLASSROOM_PREFIX}{classroom}"
+
+
+def classroom_of(subject: str) -> int | None:
+    """The registry classroom id a token subject names, or None."""
+    if not subject.startswith(CLASSROOM_PREFIX):
+        return None
+    rest = subject[len(CLASSROOM_PREFIX):]
+    return int(rest) if rest.isdigit() else None
+
+
 class TokenIssuer:
     def __init__(self, secret: str) -> None:
         if len(secret) < 32:
