@@ -77,7 +77,7 @@ class Timetable:
             for other in _load(conn):
                 if other.room != draft.room:
                     continue
-                clash = candidate.overlaps(other)
+                clash = other.overlaps(candidate)
                 if clash is not None:
                     raise Conflict(
                         f"room {draft.room!r} already has lesson {other.id} ({other.title!r}) "
