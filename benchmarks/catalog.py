@@ -23,8 +23,12 @@ with some English), builds the index on a real SQLite file in a temporary direct
   (c) browse: no text, newest first, two filters + facets;
   (d) broad: one common term (数学, 小学, …), no filters, facets
   (facets as `catalog.index` counts them: each one without its own filter);
-- where the time goes: each kind's statements (page of rows, count, each facet's GROUP BY),
-  timed by running `catalog.index._search` on a timing connection; and the query plans.
+- the baseline: the first `--baseline` calls of each search kind answered by plain SQL
+  statements on one connection (page of rows, count, one GROUP BY per facet; how
+  `catalog.index` searched before its column snapshot, and what the tests hold it to), with
+  the ratio to ClassCast over the same calls;
+- what a write costs: one `upsert` into the full index (which loads the new column snapshot)
+  and the snapshot load alone.
 
 The queries' filter values are taken from a lesson that matches the text (4 in 5 queries) or
 from any lesson (1 in 5, often no hits), so most searches find something, as users' do.
@@ -54,8 +58,7 @@ import subprocess
 import tempfile
 import time
 import unicodedata
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,9 +66,10 @@ from zoneinfo import ZoneInfo
 
 import psutil
 
-import catalog.index as catalog_index
+from catalog.columns import Snapshot
 from catalog.index import CatalogIndex, Query
 from catalog.models import Lesson
+from tests.test_catalog_columns import reference
 
 TARGETS_MS = {"search": 20.0, "detail": 5.0}  # p95, from the issue
 CST = 8 * 3600  # lessons are taught in China Standard Time
@@ -373,79 +377,34 @@ async def run_calls(index: CatalogIndex, calls: Sequence[Call]) -> list[Result]:
     return results
 
 
-class TimingConnection:
-    """Runs each statement to completion and records how long it took, by role."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.times: list[tuple[str, float]] = []
-
-    def execute(self, sql: str, args: Sequence[object] = ()) -> Rows:
-        t0 = time.perf_counter()
-        rows = self.conn.execute(sql, args).fetchall()
-        self.times.append((role(sql), (time.perf_counter() - t0) * 1000))
-        return Rows(rows)
-
-
-class Rows:
-    def __init__(self, rows: list[Any]) -> None:
-        self.rows = rows
-
-    def fetchall(self) -> list[Any]:
-        return self.rows
-
-    def fetchone(self) -> Any:
-        return self.rows[0] if self.rows else None
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.rows)
-
-
-def role(sql: str) -> str:
-    if sql.startswith("SELECT count(*)") and "GROUP BY" not in sql:
-        return "count"
-    found = re.search(r"GROUP BY l\.(\w+)", sql)
-    return f"facet {found.group(1)}" if found else "rows"
-
-
-def breakdown(path: Path, calls: Sequence[Call]) -> dict[str, dict[str, float]]:
-    """Mean ms of each statement role, per kind, on one connection like a reader's (means, so
-    that the parts add up to the whole)."""
+def baseline(path: Path, calls: Sequence[Call]) -> list[Result]:
+    """The same searches as plain SQL statements on one connection (rows, count, one GROUP BY
+    per facet: how `catalog.index` searched before the column snapshot), timed per call. The
+    tests hold the index's answers to exactly these statements."""
     conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    timing = TimingConnection(conn)
-    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    results: list[Result] = []
     for call in calls:
-        if call.kind == "detail":
-            continue
-        timing.times.clear()
-        catalog_index._search(timing, Query.from_params(call.params, TZ),  # type: ignore[arg-type]
-                              True)
-        for name, ms in timing.times:
-            per[call.kind][name].append(ms)
-        per[call.kind]["(all statements)"].append(sum(ms for _, ms in timing.times))
+        query = Query.from_params(call.params, TZ)
+        t0 = time.perf_counter()
+        found = reference(conn, query)
+        results.append(Result(call.kind, call.label, (time.perf_counter() - t0) * 1000,
+                              found["total"]))
     conn.close()
-    return {kind: {name: statistics.fmean(v) for name, v in roles.items()}
-            for kind, roles in per.items()}
+    return results
 
 
-def plans(path: Path, samples: dict[str, Call]) -> dict[str, list[str]]:
+def snapshot_load_ms(path: Path, repeat: int = 5) -> float:
+    """What a write costs readers: loading the column snapshot (median of `repeat`)."""
     conn = sqlite3.connect(path)
-    out: dict[str, list[str]] = {}
-    for kind, call in samples.items():
-        captured: list[str] = []
-        conn.set_trace_callback(captured.append)
-        catalog_index._search(conn, Query.from_params(call.params, TZ), True)
-        conn.set_trace_callback(None)
-        lines: list[str] = []
-        for sql in captured:
-            if not sql.startswith("SELECT"):
-                continue
-            plan = conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
-            lines.append(f"[{role(sql)}] " + "; ".join(row[3] for row in plan))
-        out[f"{kind} {call.params}"] = lines
+    times = []
+    for _ in range(repeat):
+        conn.execute("BEGIN")
+        t0 = time.perf_counter()
+        Snapshot.load(conn, 0)
+        times.append((time.perf_counter() - t0) * 1000)
+        conn.rollback()
     conn.close()
-    return out
+    return statistics.median(times)
 
 
 def resident(path: Path) -> int | None:
@@ -549,12 +508,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await index.close()
         report["latency"] = summarize(results, loads)
-        print("measuring where the time goes (one connection, no thread hop)...", flush=True)
-        sample = {k: [c for c in v if k != "detail"][: args.breakdown]
-                  for k, v in calls.items() if k != "detail"}
-        report["breakdown"] = breakdown(path, [c for v in sample.values() for c in v])
-        report["breakdown_calls"] = args.breakdown
-        report["plans"] = plans(path, {k: v[0] for k, v in sample.items()})
+        print("baseline: the same searches as plain SQL statements...", flush=True)
+        compared: dict[str, Any] = {}
+        for kind in ("search", "browse", "broad"):
+            sample = calls[kind][:args.baseline]
+            with Load() as load:
+                base = baseline(path, sample)
+            ours = [r for r in results if r.kind == kind][:len(sample)]
+            compared[kind] = {
+                "n": len(sample), "other_load": load.other,
+                "classcast": {"p50": pct([r.ms for r in ours], 50),
+                              "p95": pct([r.ms for r in ours], 95)},
+                "baseline": {"p50": pct([r.ms for r in base], 50),
+                             "p95": pct([r.ms for r in base], 95)},
+                "same_totals": all(a.total == b.total for a, b in zip(ours, base, strict=True))}
+        report["baseline"] = compared
+        report["snapshot_load_ms"] = snapshot_load_ms(path)
+        index = CatalogIndex(path)
+        await index.open()
+        try:
+            report["upsert_one_ms"] = 1000 * await timed(index.upsert(
+                Lesson(**{**lessons[0].__dict__, "title": "一节新课"})))
+        finally:
+            await index.close()
     return report
 
 
@@ -632,20 +608,22 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"| {kind} | {label} | {sub['n']} | {sub['p50']:.2f} | {sub['p95']:.2f} | "
                   f"{sub['max']:.1f} | {sub['hits_median']:,.0f} |")
     print()
-    print("Where the time goes (mean ms per statement of `_search`, one connection, "
-          f"{report['breakdown_calls']} calls of each kind):")
+    print(f"Baseline: the first {report['baseline']['search']['n']} calls of each kind as plain "
+          "SQL statements on one connection (no thread hop), against ClassCast on the same calls:")
     print()
-    roles = ["rows", "count", *[f"facet {f}" for f in catalog_index.FACETS], "(all statements)"]
-    print("| call | " + " | ".join(roles) + " |")
-    print("|---|" + "---|" * len(roles))
-    for kind, row in report["breakdown"].items():
-        print(f"| {kind} | " + " | ".join(f"{row.get(r, 0):.2f}" for r in roles) + " |")
+    print("| call | ClassCast p50 / p95 ms | plain SQL p50 / p95 ms | ratio p50 / p95 | "
+          "same totals | other load |")
+    print("|---|---|---|---|---|---|")
+    for kind, row in report["baseline"].items():
+        ours, base = row["classcast"], row["baseline"]
+        print(f"| {DESCRIPTIONS[kind]} | {ours['p50']:.2f} / {ours['p95']:.2f} | "
+              f"{base['p50']:.2f} / {base['p95']:.2f} | {base['p50'] / ours['p50']:.1f}x / "
+              f"{base['p95'] / ours['p95']:.1f}x | {'yes' if row['same_totals'] else 'NO'} | "
+              f"{row['other_load']:.2f} |")
     print()
-    print("Query plans (first call of each kind):")
-    for name, lines in report["plans"].items():
-        print(f"- {name}")
-        for line in lines:
-            print(f"    {line}")
+    print(f"What a write costs: one `upsert` into the full index {report['upsert_one_ms']:.0f} ms "
+          f"(the writer loads the new column snapshot, so readers do not wait for it); the "
+          f"snapshot load alone {report['snapshot_load_ms']:.0f} ms.")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -653,8 +631,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lessons", type=int, default=100_000, help="lessons to index")
     parser.add_argument("--queries", type=int, default=300,
                         help="calls of each kind (search, detail, browse, broad)")
-    parser.add_argument("--breakdown", type=int, default=60,
-                        help="calls of each kind re-run statement by statement")
+    parser.add_argument("--baseline", type=int, default=100,
+                        help="calls of each search kind also answered by plain SQL")
     parser.add_argument("--no-rebuild", dest="rebuild", action="store_false",
                         help="skip timing a second replace_all over the full index")
     parser.add_argument("--seed", type=int, default=1)

@@ -246,7 +246,11 @@ class CatalogIndex:
             conn.execute("INSERT INTO lessons_fts (lessons_fts) VALUES ('optimize')")
             return len(items)
 
-        return await self._write(replace)
+        count = await self._write(replace)
+        # give the rebuild's WAL (as large as the database) back to the disk
+        await asyncio.get_running_loop().run_in_executor(
+            self._writer, lambda: self._writer_conn().execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        return count
 
     async def delete(self, lesson_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
