@@ -286,7 +286,7 @@ def _run_json(request: web.Request, run: LessonRun) -> dict[str, Any]:
             "school": place.school_name if place else "",
             "county": place.county_name if place else "", "target": a.target,
             "joined_at": a.joined_at, "left_at": a.left_at,
-            "minutes_watched": round(a.watched_s / 60, 2),
+            "minutes_watched": round(a.watched_s / 60, 2), "seconds_watched": a.watched_s,
             "watched_share": round(min(a.watched_s / duration, 1.0), 4) if duration else 0.0,
             "reached": a.watched_s >= needed, "reconnects": a.reconnects,
             "join_latency_s": a.join_latency_s, "rtt_ms": a.rtt_ms, "loss": a.loss,
