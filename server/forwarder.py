@@ -19,6 +19,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from server.passthrough import AUDIO_CLOCK, VIDEO_CLOCK, EncodedFrame, Packetizer
+from server.retransmit import RetransmitPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class RelayTelemetry(Protocol):
 
     def keyframe_requested(self, reason: str) -> None: ...
 
+    def retransmission(self, outcome: str) -> None: ...
+
 
 class NullTelemetry:
     def frame_forwarded(self, kind: str, packets: int, octets: int) -> None:
@@ -41,6 +44,9 @@ class NullTelemetry:
         pass
 
     def keyframe_requested(self, reason: str) -> None:
+        pass
+
+    def retransmission(self, outcome: str) -> None:
         pass
 
 
@@ -211,6 +217,7 @@ class SubscriberTrack(MediaStreamTrack):
         self.first_frame_keyframe: bool | None = None
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.retransmits = RetransmitPolicy(room_track.telemetry().retransmission)
 
     @property
     def queued(self) -> int:

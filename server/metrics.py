@@ -40,6 +40,10 @@ class RelayMetrics:
             "classcast_relay_keyframe_requests_total",
             "Keyframe requests (PLI) sent to publishers, by what asked for them.", ["reason"],
             registry=registry)
+        self.retransmissions = Counter(
+            "classcast_relay_retransmissions_total",
+            "Packets classrooms asked for again (NACK): resent, or skipped as a repeat within "
+            "the RTT or over the per-classroom budget.", ["outcome"], registry=registry)
         self.join_latency = Histogram(
             "classcast_relay_join_latency_seconds",
             "From a classroom's WHEP offer to its first forwarded video frame.",
@@ -75,6 +79,9 @@ class RelayMetrics:
 
     def keyframe_requested(self, reason: str) -> None:
         self.keyframe_requests.labels(reason).inc()
+
+    def retransmission(self, outcome: str) -> None:
+        self.retransmissions.labels(outcome).inc()
 
     def first_frame(self, latency_s: float) -> None:
         self.join_latency.observe(latency_s)

@@ -285,12 +285,27 @@ class Packer(Protocol):
     def pack(self, item: Any) -> tuple[list[bytes], int]: ...
 
 
+RetransmitFilter = Callable[[int, float | None], bool]  # (sequence number, RTT s) -> resend?
+
+
 def attach_sender(sender: RTCRtpSender, packer: Packer,
-                  on_keyframe_request: Callable[[], None]) -> None:
-    """Make `sender` send pre-packetized payloads and report keyframe requests."""
-    if not hasattr(sender, "_RTCRtpSender__encoder"):
-        raise RuntimeError(f"aiortc changed: RTCRtpSender has no encoder slot (need "
-                           f"aiortc {AIORTC_VERSION})")
+                  on_keyframe_request: Callable[[], None],
+                  retransmit: RetransmitFilter | None = None) -> None:
+    """Make `sender` send pre-packetized payloads, report keyframe requests and, with
+    `retransmit`, answer only the NACKed sequence numbers it allows."""
+    if not (hasattr(sender, "_RTCRtpSender__encoder") and hasattr(sender, "_RTCRtpSender__rtt")
+            and hasattr(sender, "_retransmit")):
+        raise RuntimeError(f"aiortc changed: RTCRtpSender has no encoder, RTT or retransmit "
+                           f"slot (need aiortc {AIORTC_VERSION})")
     sender._RTCRtpSender__encoder = packer
-    # RTCRtpSender._handle_rtcp_packet calls self._send_keyframe() for PLI and FIR.
+    # RTCRtpSender._handle_rtcp_packet calls self._send_keyframe() for PLI and FIR, and
+    # self._retransmit(seq) for every sequence number of a NACK.
     sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+    if retransmit is not None:
+        resend = sender._retransmit
+
+        async def filtered(sequence_number: int) -> None:
+            if retransmit(sequence_number, sender._RTCRtpSender__rtt):
+                await resend(sequence_number)
+
+        sender._retransmit = filtered  # type: ignore[method-assign]

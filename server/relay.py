@@ -202,7 +202,8 @@ class Relay:
                 tracks.append(track)
                 transceiver = session.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(sdp.capabilities(room_track.codec))
-                attach_sender(transceiver.sender, track, track.request_keyframe)
+                attach_sender(transceiver.sender, track, track.request_keyframe,
+                              track.retransmits.allow)
             session.sent_slots = frozenset(sent)
             answer = await self._negotiate(session, offer.text)
         except BaseException:
