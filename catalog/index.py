@@ -5,18 +5,17 @@ The index is a cache of the bucket's manifests: `CatalogIndex.replace_all` rebui
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 
 from catalog.columns import CODED, Criteria, Ints, Snapshot, rowids
+from catalog.database import Database, read_transaction
 from catalog.errors import BadQuery, LessonNotFound
 from catalog.models import STATUSES, Lesson
 from catalog.text import FTS_COLUMNS, fts_values, match_query
@@ -142,55 +141,22 @@ class Page:
 class CatalogIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
-        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="catalog-reader")
-        self._local = threading.local()
-        self._write_conn: sqlite3.Connection | None = None
+        self._db = Database(path, name="catalog", setup=_migrate)
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = threading.Lock()
 
-    # --- connections ------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        # the WAL would otherwise stay as large as the biggest write (a rebuild: the whole DB)
-        conn.execute("PRAGMA journal_size_limit=67108864")
-        return conn
-
-    def _writer_conn(self) -> sqlite3.Connection:
-        if self._write_conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connect()
-            with conn:
-                _migrate(conn)
-            self._write_conn = conn
-        return self._write_conn
-
-    def _reader_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
-
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            conn = self._writer_conn()
-            with conn:
-                result = fn(conn)
-                conn.execute("UPDATE meta SET version = version + 1")
-            # Load the new snapshot here, so the next search does not wait for it.
-            _read_transaction(conn, self._current)
+        def change(conn: sqlite3.Connection) -> T:
+            result = fn(conn)
+            conn.execute("UPDATE meta SET version = version + 1")
             return result
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        # The writer loads the new snapshot itself, so the next search does not wait for it.
+        return await self._db.write(
+            change, after=lambda conn: read_transaction(conn, self._current))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, lambda: _read_transaction(self._reader_conn(), fn))
+        return await self._db.read(fn)
 
     def _current(self, conn: sqlite3.Connection) -> Snapshot:
         """The column snapshot of the version this read transaction sees."""
@@ -210,14 +176,7 @@ class CatalogIndex:
         await self._write(lambda conn: None)
 
     async def close(self) -> None:
-        def close_writer() -> None:
-            if self._write_conn is not None:
-                self._write_conn.close()
-                self._write_conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._writer, close_writer)
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+        await self._db.close()
         self._snapshot = None
 
     # --- writing ----------------------------------------------------------------------------
@@ -248,8 +207,8 @@ class CatalogIndex:
 
         count = await self._write(replace)
         # give the rebuild's WAL (as large as the database) back to the disk
-        await asyncio.get_running_loop().run_in_executor(
-            self._writer, lambda: self._writer_conn().execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        await self._db.write(lambda conn: None,
+                             after=lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
         return count
 
     async def delete(self, lesson_id: str) -> None:
@@ -302,15 +261,6 @@ class CatalogIndex:
             f"WHERE rowid IN ({', '.join('?' * len(found.rowids))})", found.rowids)}
         lessons = tuple(_lesson(rows[r]) for r in found.rowids)
         return Page(lessons, found.total, found.facets, query)
-
-
-def _read_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `fn` in one read transaction: every statement sees the same version."""
-    conn.execute("BEGIN")
-    try:
-        return fn(conn)
-    finally:
-        conn.rollback()
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
