@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # System packages ClassCast needs on Debian (run as root): ffmpeg/ffprobe for ingest and
-# recording, Chromium for the browser tests. Installs only what is missing.
+# recording, promtool (package prometheus) to check infra/'s Prometheus config and alert rules,
+# Chromium for the browser tests. Installs only what is missing.
 set -euo pipefail
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ "${CLASSCAST_WITH_BROWSER:-0}" = "1" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   # the pages are Chinese first: without a CJK font, screenshots show boxes
