@@ -13,6 +13,27 @@
 // RFC 8840). A 409 (WHEP: the lesson is not live yet) throws a WhipError whose `retryAfter`
 // holds the server's Retry-After in seconds.
 
+/**
+ * The STUN/TURN servers the ClassCast server hands out (`GET /api/ice-servers`: coturn
+ * credentials for classrooms behind strict firewalls); none if it has none or cannot be asked.
+ * `publish` and `play` use them unless given `options.iceServers`.
+ * @param {string} endpoint the WHIP/WHEP endpoint (its origin is asked)
+ * @param {string} token bearer token
+ * @returns {Promise<RTCIceServer[]>}
+ */
+export async function iceServersFor(endpoint, token) {
+  try {
+    const url = new URL("/api/ice-servers", new URL(endpoint, globalThis.location?.href));
+    const response = await fetch(url, { cache: "no-store",
+                                        headers: { Authorization: `Bearer ${token}` } });
+    if (!response.ok) return [];
+    const body = await response.json();
+    return Array.isArray(body.iceServers) ? body.iceServers : [];
+  } catch {
+    return [];
+  }
+}
+
 /** An HTTP-level failure of a WHIP/WHEP request. */
 export class WhipError extends Error {
   /**
@@ -49,7 +70,8 @@ export function parseRetryAfter(value, now = Date.now()) {
  *          gatherTimeoutMs?: number}} [options] videoCodec: e.g. "video/H264" or "VP8"
  */
 export async function publish(endpoint, token, stream, options = {}) {
-  const pc = new RTCPeerConnection({ iceServers: options.iceServers ?? [],
+  const iceServers = options.iceServers ?? await iceServersFor(endpoint, token);
+  const pc = new RTCPeerConnection({ iceServers,
                                      bundlePolicy: "max-bundle" });
   try {
     const audio = stream.getAudioTracks()[0];
@@ -76,7 +98,8 @@ export async function publish(endpoint, token, stream, options = {}) {
  *          audio?: boolean, video?: boolean}} [options]
  */
 export async function play(endpoint, token, options = {}) {
-  const pc = new RTCPeerConnection({ iceServers: options.iceServers ?? [],
+  const iceServers = options.iceServers ?? await iceServersFor(endpoint, token);
+  const pc = new RTCPeerConnection({ iceServers,
                                      bundlePolicy: "max-bundle" });
   const stream = new MediaStream();
   pc.addEventListener("track", (event) => {
