@@ -17,13 +17,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from catalog.database import Database
 from recorder.manifest import LessonInfo
 from server.errors import NotFound
 from server.quality import LinkQuality, sample_link
 from server.schools.metrics import LiveState, SchoolMetrics
 from server.schools.models import Attendance, LessonRun
 from server.schools.registry import Registry
-from server.schools.store import Database
 from server.schools.timetable import Occurrence, Timetable
 from server.sessions import PeerSession
 from server.settings import SchoolsSettings

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catalog.database import Database
 from server.errors import Conflict, NotFound, Unprocessable
 from server.schools.models import KINDS, Classroom, County, Place, Room, School, Teacher
-from server.schools.store import Database
 
 logger = logging.getLogger(__name__)
 

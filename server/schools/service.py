@@ -15,7 +15,7 @@ from server.relay import Relay
 from server.schools.attendance import AttendanceService
 from server.schools.metrics import SchoolMetrics
 from server.schools.registry import Registry
-from server.schools.store import Database
+from server.schools.store import schools_database
 from server.schools.timetable import Timetable
 from server.settings import Settings
 
@@ -32,7 +32,7 @@ class Schools:
 @contextlib.asynccontextmanager
 async def open_schools(settings: Settings, metrics_registry: CollectorRegistry,
                        relay: Relay) -> AsyncIterator[Schools]:
-    db = Database(Path(settings.data_dir) / DB_NAME)
+    db = schools_database(Path(settings.data_dir) / DB_NAME)
     await db.open()
     try:
         registry = Registry(db)

@@ -1,17 +1,13 @@
-"""The schools database file: SQLite in WAL mode, one writer thread, readers in worker threads,
-so no query ever runs on the event loop. Registry, timetable and attendance share it."""
+"""The schools database file (registry, timetable and attendance share it): its schema, on
+`catalog.database.Database` (SQLite WAL, one writer thread, reader threads, so no query runs
+on the event loop)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
-T = TypeVar("T")
+from catalog.database import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counties (
@@ -68,67 +64,10 @@ CREATE TABLE IF NOT EXISTS attendance (
 """
 
 
-class Database:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schools-writer")
-        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="schools-reader")
-        self._local = threading.local()
-        self._write_conn: sqlite3.Connection | None = None
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+def _create(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
 
-    def _writer_conn(self) -> sqlite3.Connection:
-        if self._write_conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_conn = self._connect()
-            self._write_conn.executescript(SCHEMA)
-        return self._write_conn
-
-    def _reader_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._reader_conns.append(conn)
-        return conn
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one transaction on the writer thread (rolled back if it raises)."""
-        def run() -> T:
-            conn = self._writer_conn()
-            with conn:
-                return fn(conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, lambda: fn(self._reader_conn()))
-
-    async def open(self) -> None:
-        await self.write(lambda conn: None)
-
-    async def close(self) -> None:
-        def close_writer() -> None:
-            if self._write_conn is not None:
-                self._write_conn.close()
-                self._write_conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._writer, close_writer)
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
-        with self._lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
+def schools_database(path: Path) -> Database:
+    """The schools file, on the catalog's SQLite conventions (`catalog.database`)."""
+    return Database(path, name="schools", setup=_create, readers=2, foreign_keys=True)

@@ -8,9 +8,9 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
+from catalog.database import Database
 from server.errors import BadRequest, Conflict, NotFound, Unprocessable
 from server.schools.models import ScheduledLesson
-from server.schools.store import Database
 
 MAX_WEEKS = 60
 MAX_DURATION_S = 12 * 3600
