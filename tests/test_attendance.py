@@ -184,3 +184,49 @@ async def test_scheduled_lesson_attendance_coverage_and_metrics(
     assert resp.status == 403
     resp = await client.get("/api/lessons/nope-20260101/attendance", headers=admin.headers)
     assert resp.status == 404 and (await resp.json())["error"] == "not_found"
+
+
+async def test_a_restart_mid_lesson_keeps_what_was_counted(
+        aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> None:
+    settings = dataclasses.replace(settings, schools=SchoolsSettings(
+        coverage_share=0.05, end_grace_s=1.0, sample_interval_s=0.2))
+    first = await aiohttp_client(create_app(settings))
+    issuer = first.app[ISSUER_KEY]
+    admin_token = issuer.mint(Role.ADMIN)
+    admin = Admin(first, admin_token)
+    s = await seed(admin)
+    now = time.time()
+    lesson = await admin.post("/api/timetable", {"room": s.room, "title": "分数的意义",
+                                                 "start": now - 2, "end": now + 30})
+    teacher_peers = Peers(first, lambda role, room=None: issuer.mint(Role(role), room))
+    a = Peers(first, lambda role, room=None: issuer.mint(
+        Role.CLASSROOM, None, 3600, classroom_subject(s.classrooms["A"])))
+    try:
+        await teacher_peers.publish(s.room)
+        await a.subscribe(s.room)
+        run_id = (await admin.call("GET", f"/api/timetable/{lesson['id']}"))["runs"][0]["id"]
+
+        async def attendance(client: TestClient) -> dict[str, Any]:
+            result: dict[str, Any] = await Admin(client, admin_token).call(
+                "GET", f"/api/lessons/{run_id}/attendance")
+            return result
+
+        before = await poll(lambda: attendance(first),
+                            lambda r: r["classrooms"][0]["seconds_watched"] >= 2.0,
+                            "two seconds watched")
+        await first.close()  # the service stops in the middle of the lesson
+    finally:
+        await a.close()
+        await teacher_peers.close()
+
+    second = await aiohttp_client(create_app(settings))
+    resumed = await attendance(second)
+    assert resumed["status"] == "live"
+    watched = resumed["classrooms"][0]
+    assert watched["seconds_watched"] >= before["classrooms"][0]["seconds_watched"]
+    assert watched["left_at"] is not None and watched["joined_at"] is not None
+    # the teacher does not come back: the lesson ends with what was counted
+    ended = await poll(lambda: attendance(second), lambda r: r["status"] == "ended",
+                       "the interrupted lesson ended")
+    assert ended["classrooms"][0]["seconds_watched"] == watched["seconds_watched"]
+    assert ended["coverage"]["reached"] == 1 and ended["coverage"]["targets"] == 3

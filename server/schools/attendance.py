@@ -108,7 +108,38 @@ class AttendanceService:
         metrics.bind(self.live_state)
 
     async def open(self) -> None:
+        """Take back the lessons a restart interrupted, then start the ticker."""
+        for stored in await self.db.read(_unfinished):
+            self._resume(stored)
         self._ticker = asyncio.create_task(self._tick_forever(), name="attendance-ticker")
+
+    def _resume(self, stored: LessonRun) -> None:
+        """A run the service was stopped in: it goes on if the teacher is back within
+        `end_grace_s` of this start, and ends with what was counted otherwise."""
+        lesson = next((x for x in self.timetable.lessons if x.id == stored.lesson), None)
+        if lesson is None or stored.room in self._room_runs:
+            return
+        viewers = {}
+        for a in stored.attendance:
+            # the means weigh as many samples as they were taken from
+            rtt_n = a.samples if a.rtt_ms is not None else 0
+            loss_n = a.samples if a.loss is not None else 0
+            left_at = a.left_at
+            if left_at is None and a.joined_at is not None:
+                left_at = time.time()  # its session ended with the stop
+            viewers[a.classroom] = _Viewer(
+                target=a.target, joined_at=a.joined_at, left_at=left_at,
+                watched_s=a.watched_s, joins=a.joins, join_latency_s=a.join_latency_s,
+                rtt_sum=(a.rtt_ms or 0.0) * rtt_n, rtt_n=rtt_n,
+                loss_sum=(a.loss or 0.0) * loss_n, loss_n=loss_n,
+                freeze_s=a.freeze_s, samples=a.samples)
+        occurrence = Occurrence(lesson, stored.starts_at, stored.ends_at, stored.id)
+        run = _Run(occurrence, viewers, accrued_at=time.monotonic(), live_at=stored.live_at,
+                   not_live_since=time.monotonic(), recording=stored.recording)
+        self._runs[run.id] = run
+        self._room_runs[stored.room] = run.id
+        logger.info("scheduled lesson %s in room %s was running at the last stop; resuming it",
+                    run.id, stored.room)
 
     async def close(self) -> None:
         if self._ticker is not None:
@@ -408,6 +439,11 @@ def _save(conn: sqlite3.Connection, runs: list[LessonRun]) -> None:
             [(run.id, a.classroom, int(a.target), a.joined_at, a.left_at, a.watched_s, a.joins,
               a.join_latency_s, a.rtt_ms, a.loss, a.freeze_s, a.samples)
              for a in run.attendance])
+
+
+def _unfinished(conn: sqlite3.Connection) -> list[LessonRun]:
+    ids = [r[0] for r in conn.execute("SELECT id FROM lesson_runs WHERE ended_at IS NULL")]
+    return [run for run in (_load(conn, run_id) for run_id in ids) if run is not None]
 
 
 def _load(conn: sqlite3.Connection, key: str) -> LessonRun | None:
