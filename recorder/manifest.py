@@ -20,6 +20,7 @@ class LessonInfo:
     subject: str = ""
     grade: str = ""
     title: str = ""
+    county: str = ""  # the school's county (the catalog reads it from the manifest's extra)
 
 
 @dataclass(frozen=True)

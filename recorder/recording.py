@@ -187,7 +187,7 @@ class Recording:
             segments=len(playlist.segments), codecs=self.codecs,
             bytes=self.uploader.state.bytes, status=status,
             playlist=self.uploader.key(PLAYLIST), thumbnail=thumbnail_key, error=self.error,
-            extra={"received_bytes": self.bytes_received} if self.bytes_received else {},
+            extra=self._extra(),
             questions=self.questions)
         while True:
             try:
@@ -206,6 +206,16 @@ class Recording:
         logger.info("recording %s of room %s archived: %.1f s, %d segments, %s", self.id,
                     self.room, manifest.duration_s, manifest.segments, status)
         return manifest
+
+    def _extra(self) -> dict[str, object]:
+        """Manifest fields beyond the schema's: what arrived, and the county (the catalog's
+        facet, which reads it from here)."""
+        extra: dict[str, object] = {}
+        if self.bytes_received:
+            extra["received_bytes"] = self.bytes_received
+        if self.lesson.county:
+            extra["county"] = self.lesson.county
+        return extra
 
     async def _thumbnail_if_due(self, final: bool) -> None:
         if self._thumbnail_done:

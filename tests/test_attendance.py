@@ -171,8 +171,8 @@ async def test_scheduled_lesson_attendance_coverage_and_metrics(
                        lambda resp: resp.status == 200, "the recording in the catalog",
                        timeout=60)
     catalog = (await entry.json())["lesson"]
-    assert (catalog["title"], catalog["teacher"], catalog["subject"], catalog["school"]) == (
-        "分数的意义", "王老师", "数学", "乐山市第一小学")
+    assert (catalog["title"], catalog["teacher"], catalog["subject"], catalog["school"],
+            catalog["county"]) == ("分数的意义", "王老师", "数学", "乐山市第一小学", "市中区")
 
     # who may see it, and what is not there
     teacher_token = issuer.mint(Role.TEACHER, s.room)

@@ -95,5 +95,6 @@ async def test_the_schedule_names_the_lesson_being_recorded(admin: Admin,
         "title": "分数的意义", "start": now + 600, "end": now + 3000})
     attendance = client.app[ATTENDANCE_KEY]
     assert attendance.lesson_for(s.room) == LessonInfo(  # 10 minutes early still counts
-        school="乐山市第一小学", teacher="王老师", subject="数学", grade="5", title="分数的意义")
+        school="乐山市第一小学", teacher="王老师", subject="数学", grade="5", title="分数的意义",
+        county="市中区")
     assert attendance.lesson_for("elsewhere") is None

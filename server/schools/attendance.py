@@ -210,7 +210,8 @@ class AttendanceService:
         place = directory.places.get(registered.classroom) if registered is not None else None
         return LessonInfo(school=place.school_name if place else "",
                           teacher=teacher.name if teacher else "", subject=lesson.subject,
-                          grade=lesson.grade, title=lesson.title)
+                          grade=lesson.grade, title=lesson.title,
+                          county=place.county_name if place else "")
 
     def recording_started(self, room: str, recording_id: str) -> None:
         run = self._run_of_room(room)
