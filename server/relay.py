@@ -134,7 +134,9 @@ class Relay:
         # Classrooms that asked for this line but joined before it had media (e.g. the teacher
         # shares a screen now) rejoin to get it; they reconnect by themselves.
         for sub in list(room.subscribers.values()):
-            if slot in sub.wanted_slots and slot not in sub.sent_slots and not sub.closed:
+            sent = sub.sent_codecs.get(slot)
+            if (slot in sub.wanted_slots and (sent is None or not same_codec(sent, codec))
+                    and not sub.closed):
                 logger.info("room %s: %s appeared; classroom %s rejoins for it", room.name,
                             slot, sub.id[:8])
                 sub.begin_close("tracks_changed")
@@ -188,23 +190,30 @@ class Relay:
 
         session.on_close(closed)
         try:
-            sent: set[str] = set()
+            sent: dict[str, RTCRtpCodecParameters] = {}
             for m, slot in zip(offer.media, slots, strict=True):
                 room_track = room.tracks[slot] if slot is not None else None
-                if room_track is None or room_track.codec is None:
+                codec = room_track.codec if room_track is not None else None
+                if slot == "screen" and codec is None:
+                    # No screen shared yet: the line waits pinned to the camera's codec, so a
+                    # screen shared later in that codec reaches this classroom without a rejoin.
+                    # (An inactive m-line beside Chromium's bundled ones leaves aiortc's answer
+                    # without ICE candidates: measured with Chromium 156.)
+                    codec = room.tracks["video"].codec
+                if room_track is None or codec is None:
                     session.pc.addTransceiver(m.kind, direction="inactive")
                     continue
                 assert slot is not None
-                sent.add(slot)
+                sent[slot] = codec
                 on_first = (lambda: self._first_frame(session, started)
                             ) if slot == "video" else None
                 track = room_track.subscribe(on_first_frame=on_first)
                 tracks.append(track)
                 transceiver = session.pc.addTransceiver(track, direction="sendonly")
-                transceiver.setCodecPreferences(sdp.capabilities(room_track.codec))
+                transceiver.setCodecPreferences(sdp.capabilities(codec))
                 attach_sender(transceiver.sender, track, track.request_keyframe,
                               track.retransmits.allow)
-            session.sent_slots = frozenset(sent)
+            session.sent_codecs = sent
             answer = await self._negotiate(session, offer.text)
         except BaseException:
             await session.close("rejected")
@@ -240,7 +249,8 @@ class Relay:
     async def _negotiate(self, session: PeerSession, offer_text: str) -> str:
         pc = session.pc
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_text, "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(
+                sdp.with_bundled_candidates(offer_text), "offer"))
         except (OperationError, InvalidAccessError, InternalError, ValueError) as exc:
             raise Unprocessable(f"the offer cannot be negotiated: {exc or type(exc).__name__}; "
                                 "the relay forwards the teacher's codec unchanged, so the "

@@ -128,6 +128,47 @@ def without_bandwidth_feedback(text: str) -> str:
     return "\r\n".join(out)
 
 
+def with_bundled_candidates(offer: str) -> str:
+    """Give every bundled m-section the candidates of the first one, where it has none.
+
+    Chromium's max-bundle offers put candidates in the first m-section only. aiortc keeps one
+    candidate list per transport and takes it from the *last* m-section on that transport, so
+    when two m-sections share one (two video lines, or max-bundle) it sees none, prunes the ICE
+    component and gathers nothing: the answer has no candidates and ICE never starts (measured
+    with Chromium 156 offering camera, screen and audio)."""
+    eol = "\r\n"
+    head, *sections = offer.split(eol + "m=")
+    if not sections:
+        return offer
+    group = re.search(r"^a=group:BUNDLE (.+)$", head, flags=re.M)
+    if group is None:
+        return offer
+    bundled = group.group(1).split()
+
+    def mid(section: str) -> str | None:
+        found = re.search(r"^a=mid:(\S+)", section, flags=re.M)
+        return found.group(1) if found else None
+
+    def candidates(section: str) -> list[str]:
+        return [line for line in section.split(eol)
+                if line.startswith(("a=candidate:", "a=end-of-candidates"))]
+
+    primary = next((s for s in sections if mid(s) == bundled[0]), None)
+    if primary is None or not [c for c in candidates(primary) if c.startswith("a=cand")]:
+        return offer
+    shared = candidates(primary)
+    out = []
+    for section in sections:
+        if mid(section) in bundled[1:] and not [c for c in candidates(section)
+                                                if c.startswith("a=cand")]:
+            lines = [line for line in section.split(eol) if line != "a=end-of-candidates"]
+            tail = [""] if lines and lines[-1] == "" else []
+            body = lines[:-1] if tail else lines
+            section = eol.join(body + shared + tail)
+        out.append(section)
+    return (eol + "m=").join([head, *out])
+
+
 def with_opus_fec(answer: str) -> str:
     """Ask the peer for Opus in-band FEC (useinbandfec=1) in an answer aiortc wrote."""
     lines = answer.split("\r\n")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,10 @@ class PeerSession:
         self.pc = RTCPeerConnection(RTCConfiguration(
             iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE if max_bundle
             else RTCBundlePolicy.BALANCED))
-        # A subscriber's media lines: those it asked for and those the relay sends it.
+        # A subscriber's media lines: those it asked for, and those the relay sends it with
+        # the codec each is pinned to.
         self.wanted_slots: frozenset[str] = frozenset()
-        self.sent_slots: frozenset[str] = frozenset()
+        self.sent_codecs: dict[str, RTCRtpCodecParameters] = {}
         self.close_cause: str | None = None
         self._on_close: list[CloseHook] = []
         self._connect_timeout_s = connect_timeout_s

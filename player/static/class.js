@@ -1,7 +1,11 @@
 // Classroom screen (/class/{room}): one big player that joins the lesson over WHEP by itself,
 // waits while the lesson has not started (409 + Retry-After), reconnects when the connection
-// is lost, and shows a small quality line from getStats().
+// is lost, and shows a small quality line from getStats(). When the teacher shares a screen it
+// fills the player and the camera moves to a corner. Over the room channel the classroom
+// raises its hand or asks a question, sees when the teacher has answered, and reports what its
+// player measures so the teacher console can show it.
 
+import { channelUrl, RoomChannel } from "./channel.js";
 import * as i18n from "./i18n.js";
 import { pageLink, roomFromPath, tokenFromUrl } from "./params.js";
 import { Backoff, connected, connectionLost, countdown, isAbort, wait } from "./retry.js";
@@ -9,6 +13,7 @@ import { play, WhipError } from "./whip.js";
 
 const STATS_INTERVAL_MS = 1000;
 const NO_SIGNAL_AFTER_S = 5; // no new frame this long while connected → "no picture"
+const SCREEN_GONE_AFTER_S = 3; // the shared screen is hidden after this long without a frame
 
 const room = roomFromPath();
 const token = tokenFromUrl();
@@ -16,12 +21,18 @@ const $ = (id) => document.getElementById(id);
 const els = {
   title: $("title"), theatre: $("theatre"), player: $("player"), unmute: $("unmute"),
   state: $("state"), notice: $("notice"), quality: $("quality"), fullscreen: $("fullscreen"), lang: $("lang"),
-  home: $("home-link"),
+  home: $("home-link"), screen: $("screen"), hand: $("hand"), ask: $("ask"),
+  question: $("question"), send: $("send"), askState: $("ask-state"), mine: $("my-questions"),
 };
 
 let status = { state: "connecting", key: "class.state.connecting", vars: {} };
 let quality = null; // the last sample: {fps, kbps, lost, framesDecoded, audioPackets}
 let session = null;
+let channel = null;
+let channelOpen = false;
+let askError = "";
+/** @type {Map<number, any>} the hands and questions this page sent */
+const mine = new Map();
 
 function t(key, vars) {
   return i18n.t(key, vars);
@@ -40,6 +51,62 @@ function render() {
   const full = document.fullscreenElement != null;
   els.fullscreen.textContent = t(full ? "class.fullscreen.exit" : "class.fullscreen");
   els.fullscreen.setAttribute("aria-pressed", String(full));
+  renderQuestions();
+}
+
+function renderQuestions() {
+  const handUp = [...mine.values()].some((q) => !q.text && !q.answered);
+  els.hand.textContent = t(handUp ? "class.hand.sent" : "class.hand");
+  els.hand.setAttribute("aria-pressed", String(handUp));
+  for (const el of [els.hand, els.send, els.question]) el.disabled = !channelOpen;
+  els.askState.textContent = !channelOpen ? t("class.channel.down")
+    : askError ? t("class.ask.error", { message: askError }) : "";
+  const list = [...mine.values()].sort((a, b) => b.id - a.id);
+  els.mine.replaceChildren(...list.map((q) => {
+    const li = document.createElement("li");
+    li.dataset.id = String(q.id);
+    li.dataset.answered = String(q.answered);
+    const text = document.createElement("p");
+    text.className = "text";
+    text.textContent = q.text || t("class.question.hand");
+    const state = document.createElement("p");
+    state.className = q.answered ? "done" : "who";
+    state.textContent = t(q.answered ? "class.question.answered" : "class.question.waiting");
+    li.append(text, state);
+    return li;
+  }));
+}
+
+function onChannelMessage(message) {
+  if (message.type === "asked" || message.type === "answered") {
+    mine.set(message.question.id, message.question);
+    askError = "";
+  } else if (message.type === "error") {
+    askError = message.message;
+  }
+  render();
+}
+
+function raiseHand() {
+  askError = "";
+  if (!channel?.send({ type: "hand" })) askError = t("class.channel.down");
+  render();
+}
+
+function ask(event) {
+  event.preventDefault();
+  const text = els.question.value.trim();
+  if (!text) {
+    els.question.focus();
+    return;
+  }
+  askError = "";
+  if (channel?.send({ type: "ask", text })) {
+    els.question.value = "";
+  } else {
+    askError = t("class.channel.down");
+  }
+  render();
 }
 
 function show(state, key, vars = {}) {
@@ -62,12 +129,13 @@ async function keepWatching(signal) {
     let key = "class.state.reconnecting";
     let message = "";
     try {
-      session = await play(`/whep/${encodeURIComponent(room)}`, token);
+      session = await play(`/whep/${encodeURIComponent(room)}`, token, { screen: true });
       attach(session.stream);
+      els.screen.srcObject = session.screen;
       await connected(session.pc, signal);
       show("live", "class.state.live");
       backoff.reset();
-      const stats = watchStats(session.pc, signal);
+      const stats = watchStats(session, signal);
       const why = await connectionLost(session.pc, { signal });
       stats.stop();
       console.info("classroom connection lost:", why);
@@ -78,6 +146,9 @@ async function keepWatching(signal) {
         // The lesson has not started: wait as the relay asks, then try again.
         key = "class.state.waiting";
         waitS = Math.min(Math.max(err.retryAfter ?? 5, 1), 60);
+      } else if (err instanceof WhipError && err.status === 0) {
+        console.warn("the server cannot be reached:", err.message);
+        key = "class.error.network";
       } else {
         console.warn("joining failed:", err);
         key = "class.error.other";
@@ -96,6 +167,7 @@ async function dropSession() {
   session = null;
   quality = null;
   for (const key of Object.keys(els.quality.dataset)) delete els.quality.dataset[key];
+  showScreen(false);
   if (old) await old.close();
 }
 
@@ -125,17 +197,31 @@ function unmute() {
   });
 }
 
-/** Sample getStats() every second into the quality line (and its data-* attributes). */
-function watchStats(pc, signal) {
+/** The shared screen fills the player and the camera moves to a corner, or back. */
+function showScreen(on) {
+  els.screen.hidden = !on;
+  els.theatre.classList.toggle("has-screen", on);
+  if (on && els.screen.paused) els.screen.play().catch(() => {});
+}
+
+/**
+ * Sample getStats() every second into the quality line (and its data-* attributes), show the
+ * shared screen while it has pictures, and report the numbers to the teacher console.
+ */
+function watchStats(current, signal) {
+  const pc = current.pc;
+  const sessionId = new URL(current.location).pathname.split("/").pop();
   let running = true;
   let last = null;
   let stalledS = 0;
+  let screenStalledS = 0;
   const loop = async () => {
     while (running && !signal.aborted) {
       try {
-        const sample = await sampleStats(pc);
+        const sample = await sampleStats(current);
         const dt = last ? (sample.time - last.time) / 1000 : 0;
         const frames = last ? sample.framesDecoded - last.framesDecoded : 0;
+        const screenFrames = last ? sample.screenFrames - last.screenFrames : 0;
         quality = {
           fps: dt > 0 ? Math.round(frames / dt) : 0,
           kbps: dt > 0 ? Math.round(((sample.bytes - last.bytes) * 8) / dt / 1000) : 0,
@@ -146,8 +232,14 @@ function watchStats(pc, signal) {
         Object.assign(els.quality.dataset, {
           framesDecoded: sample.framesDecoded, audioPackets: sample.audioPackets,
           fps: quality.fps, kbps: quality.kbps, lost: sample.lost,
+          screenFrames: sample.screenFrames, freezes: sample.freezes,
         });
         if (last) {
+          screenStalledS = screenFrames > 0 ? 0 : screenStalledS + dt;
+          showScreen(screenFrames > 0 || (!els.screen.hidden &&
+                                          screenStalledS < SCREEN_GONE_AFTER_S));
+          channel?.send({ type: "stats", session: sessionId, fps: quality.fps,
+                          kbps: quality.kbps, lost: sample.lost, freezes: sample.freezes });
           stalledS = frames > 0 ? 0 : stalledS + dt;
           if (stalledS >= NO_SIGNAL_AFTER_S && status.state === "live") {
             show("nosignal", "class.state.nosignal");
@@ -172,15 +264,24 @@ function watchStats(pc, signal) {
   return { stop: () => { running = false; } };
 }
 
-async function sampleStats(pc) {
-  const report = await pc.getStats();
-  const sample = { time: performance.now(), framesDecoded: 0, audioPackets: 0, bytes: 0, lost: 0 };
+/** Counters of a session: camera frames, shared-screen frames, audio packets, bytes, loss. */
+async function sampleStats(current) {
+  const report = await current.pc.getStats();
+  const screenTrack = current.screen?.getVideoTracks()[0]?.id;
+  const sample = { time: performance.now(), framesDecoded: 0, screenFrames: 0, audioPackets: 0,
+                   bytes: 0, lost: 0, freezes: 0 };
   report.forEach((s) => {
     if (s.type !== "inbound-rtp") return;
     sample.bytes += s.bytesReceived ?? 0;
     sample.lost += Math.max(0, s.packetsLost ?? 0);
-    if (s.kind === "video") sample.framesDecoded += s.framesDecoded ?? 0;
-    else if (s.kind === "audio") sample.audioPackets += s.packetsReceived ?? 0;
+    if (s.kind === "video" && screenTrack && s.trackIdentifier === screenTrack) {
+      sample.screenFrames += s.framesDecoded ?? 0;
+    } else if (s.kind === "video") {
+      sample.framesDecoded += s.framesDecoded ?? 0;
+      sample.freezes += s.freezeCount ?? 0;
+    } else if (s.kind === "audio") {
+      sample.audioPackets += s.packetsReceived ?? 0;
+    }
   });
   return sample;
 }
@@ -201,10 +302,20 @@ function init() {
   els.player.addEventListener("dblclick", toggleFullscreen);
   document.addEventListener("fullscreenchange", render);
   els.unmute.addEventListener("click", unmute);
+  els.hand.addEventListener("click", raiseHand);
+  els.ask.addEventListener("submit", ask);
   if (!token) {
     show("error", "token.missing");
     return;
   }
+  channel = new RoomChannel(channelUrl(location.href, room, token), {
+    onMessage: onChannelMessage,
+    onState: (state) => {
+      channelOpen = state === "open";
+      render();
+    },
+  });
+  channel.start();
   const controller = new AbortController();
   window.addEventListener("pagehide", () => {
     controller.abort(new DOMException("the page was closed", "AbortError"));
@@ -213,12 +324,15 @@ function init() {
   keepWatching(controller.signal).catch((err) => {
     if (isAbort(err)) return;
     if (err instanceof WhipError && (err.status === 401 || err.status === 403)) {
+      channel?.close(); // the same token would be refused there too
       show("error", "class.error.auth", { message: err.message });
     } else {
       show("error", "class.error.fatal", { message: err.message || String(err) });
     }
   });
-  window.classcast = { get session() { return session; }, get quality() { return quality; } };
+  window.classcast = { get session() { return session; }, get quality() { return quality; },
+                       get questions() { return [...mine.values()]; },
+                       get channel() { return channel; } };
 }
 
 init();

@@ -24,9 +24,10 @@ const els = {
   title: $("lesson-title"), notice: $("lesson-notice"), facts: $("facts"),
   descriptionBlock: $("description-block"), description: $("description"),
   tagsBlock: $("tags-block"), tags: $("tags"),
+  questions: $("questions"), questionsEmpty: $("questions-empty"),
 };
 
-let data = null; // {lesson, playback} from the API
+let data = null; // {lesson, playback, questions} from the API
 let problem = null; // {kind, key, detail, retry}
 let playback = null; // from playback.attach
 let feedback = null; // {key, vars}
@@ -177,7 +178,29 @@ function render() {
     li.textContent = tag;
     return li;
   }));
+  renderQuestions(data.questions, lesson.started_at);
   renderFeedback();
+}
+
+/** The classrooms' raised hands and questions, with when in the lesson they came. */
+function renderQuestions(questions, startedAt) {
+  const list = questions ?? [];
+  els.questionsEmpty.hidden = list.length > 0;
+  els.questionsEmpty.textContent = t(questions === null ? "lesson.questions.unavailable"
+    : "lesson.questions.empty");
+  els.questions.replaceChildren(...list.map((q) => {
+    const li = document.createElement("li");
+    li.dataset.answered = String(q.answered);
+    const who = document.createElement("p");
+    who.className = "who";
+    who.textContent = `${q.classroom} · ${clock(Math.max(0, q.asked_at - startedAt))} · ${
+      t(q.answered ? "lesson.question.answered" : "lesson.question.open")}`;
+    const text = document.createElement("p");
+    text.className = "text";
+    text.textContent = q.text || t("lesson.question.hand");
+    li.append(text, who);
+    return li;
+  }));
 }
 
 function renderFeedback() {

@@ -67,7 +67,9 @@ export function parseRetryAfter(value, now = Date.now()) {
  * @param {string} token bearer token
  * @param {MediaStream} stream at most one audio and one video track are sent
  * @param {{videoCodec?: string, iceServers?: RTCIceServer[], trickle?: boolean,
- *          gatherTimeoutMs?: number}} [options] videoCodec: e.g. "video/H264" or "VP8"
+ *          gatherTimeoutMs?: number, screen?: MediaStreamTrack|null}} [options]
+ *   videoCodec: e.g. "video/H264" or "VP8"; screen: a second video track (a shared screen),
+ *   sent as the second video m-line
  */
 export async function publish(endpoint, token, stream, options = {}) {
   const iceServers = options.iceServers ?? await iceServersFor(endpoint, token);
@@ -82,6 +84,10 @@ export async function publish(endpoint, token, stream, options = {}) {
       const transceiver = pc.addTransceiver(video, { direction: "sendonly", streams: [stream] });
       if (options.videoCodec) preferCodec(transceiver, "video", options.videoCodec);
     }
+    if (options.screen) {
+      const transceiver = pc.addTransceiver(options.screen, { direction: "sendonly" });
+      if (options.videoCodec) preferCodec(transceiver, "video", options.videoCodec);
+    }
     return await negotiate(pc, endpoint, token, options);
   } catch (err) {
     pc.close();
@@ -91,28 +97,35 @@ export async function publish(endpoint, token, stream, options = {}) {
 
 /**
  * Play a room over WHEP. The returned session has `stream`, a MediaStream that receives the
- * room's tracks as they arrive.
+ * room's camera and microphone as they arrive, and with `screen: true` also `screen`, a
+ * MediaStream for the teacher's shared screen (the second video m-line).
  * @param {string} endpoint WHEP endpoint URL
  * @param {string} token bearer token
  * @param {{iceServers?: RTCIceServer[], trickle?: boolean, gatherTimeoutMs?: number,
- *          audio?: boolean, video?: boolean}} [options]
+ *          audio?: boolean, video?: boolean, screen?: boolean}} [options]
  */
 export async function play(endpoint, token, options = {}) {
   const iceServers = options.iceServers ?? await iceServersFor(endpoint, token);
   const pc = new RTCPeerConnection({ iceServers,
                                      bundlePolicy: "max-bundle" });
   const stream = new MediaStream();
+  const screen = new MediaStream();
+  /** @type {RTCRtpTransceiver|null} */
+  let screenTransceiver = null;
   pc.addEventListener("track", (event) => {
-    for (const old of stream.getTracks()) {
-      if (old.kind === event.track.kind && old !== event.track) stream.removeTrack(old);
+    const target = event.transceiver === screenTransceiver ? screen : stream;
+    for (const old of target.getTracks()) {
+      if (old.kind === event.track.kind && old !== event.track) target.removeTrack(old);
     }
-    if (!stream.getTrackById(event.track.id)) stream.addTrack(event.track);
+    if (!target.getTrackById(event.track.id)) target.addTrack(event.track);
   });
   try {
     if (options.video !== false) pc.addTransceiver("video", { direction: "recvonly" });
+    if (options.screen) screenTransceiver = pc.addTransceiver("video", { direction: "recvonly" });
     if (options.audio !== false) pc.addTransceiver("audio", { direction: "recvonly" });
     const session = await negotiate(pc, endpoint, token, options);
     session.stream = stream;
+    session.screen = screen;
     return session;
   } catch (err) {
     pc.close();
