@@ -142,6 +142,7 @@ async def test_scheduled_lesson_attendance_coverage_and_metrics(
         assert lesson["starts_at"] <= r["joined_at"] <= r["left_at"] <= report["ended_at"]
         assert 0 < r["join_latency_s"] < 10
         assert r["loss"] is not None and 0 <= r["loss"] <= 1
+        assert r["freeze_s"] < 1.0  # loopback: reports keep coming, nothing lost
     assert any(r["rtt_ms"] is not None and r["rtt_ms"] > 0 for r in (ra, rb))
     assert (rc["joined_at"], rc["minutes_watched"], rc["reconnects"]) == (None, 0, 0)
 
@@ -230,3 +231,39 @@ async def test_a_restart_mid_lesson_keeps_what_was_counted(
                        "the interrupted lesson ended")
     assert ended["classrooms"][0]["seconds_watched"] == watched["seconds_watched"]
     assert ended["coverage"]["reached"] == 1 and ended["coverage"]["targets"] == 3
+
+
+async def test_a_classroom_that_stops_receiving_counts_as_frozen(
+        aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> None:
+    settings = dataclasses.replace(settings, schools=SchoolsSettings(sample_interval_s=0.2))
+    client = await aiohttp_client(create_app(settings))
+    issuer = client.app[ISSUER_KEY]
+    admin = Admin(client, issuer.mint(Role.ADMIN))
+    s = await seed(admin)
+    now = time.time()
+    lesson = await admin.post("/api/timetable", {"room": s.room, "title": "分数的意义",
+                                                 "start": now - 2, "end": now + 60})
+    teacher_peers = Peers(client, lambda role, room=None: issuer.mint(Role(role), room))
+    a = Peers(client, lambda role, room=None: issuer.mint(
+        Role.CLASSROOM, None, 3600, classroom_subject(s.classrooms["A"])))
+    try:
+        await teacher_peers.publish(s.room)
+        session, _ = await a.subscribe(s.room)
+        run_id = (await admin.call("GET", f"/api/timetable/{lesson['id']}"))["runs"][0]["id"]
+
+        async def classroom_a() -> dict[str, Any]:
+            report = await admin.call("GET", f"/api/lessons/{run_id}/attendance")
+            row: dict[str, Any] = report["classrooms"][0]
+            return row
+
+        healthy = await poll(classroom_a, lambda r: r["quality_samples"] >= 20,
+                             "four seconds of samples")
+        assert healthy["freeze_s"] < 0.5  # receiver reports keep coming, no loss
+        # the screen stops receiving (as a hung player would) but its connection stays up
+        for transceiver in session.pc.getTransceivers():
+            await transceiver.receiver.stop()
+        frozen = await poll(classroom_a, lambda r: r["freeze_s"] >= 1.0, "freeze counted")
+        assert frozen["left_at"] is None  # still connected: frozen, not gone
+    finally:
+        await a.close()
+        await teacher_peers.close()

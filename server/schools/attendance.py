@@ -11,6 +11,7 @@ ends; the ticker is the one task this service owns."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import sqlite3
 import time
@@ -31,8 +32,12 @@ from server.tokens import classroom_of
 
 logger = logging.getLogger(__name__)
 
-FREEZE_LOSS = 0.10  # a sample interval with this much loss counts as frozen picture
-STALL_KBPS = 8.0  # ... and so does one in which (almost) nothing was sent to the classroom
+# A sample interval counts as frozen picture when the classroom's latest receiver report shows
+# this much loss, when (almost) nothing was sent to it, or when its receiver reports stopped
+# coming (browsers and aiortc send one about every second while they receive).
+FREEZE_LOSS = 0.10
+STALL_KBPS = 8.0
+SILENT_REPORTS_S = 3.0
 
 
 @dataclass
@@ -377,8 +382,9 @@ class AttendanceService:
             viewer.loss_sum += quality.loss
             viewer.loss_n += 1
             self.metrics.loss.labels(place.county_name).observe(quality.loss)
+        silent = await _reports_silent(seat.session)
         if previous is not None and (
-                (quality.loss is not None and quality.loss >= FREEZE_LOSS)
+                silent or (quality.loss is not None and quality.loss >= FREEZE_LOSS)
                 or (quality.kbps is not None and quality.kbps < STALL_KBPS)):
             viewer.freeze_s += quality.sampled_at - previous.sampled_at
 
@@ -420,6 +426,22 @@ class AttendanceService:
                    if run.occurrence.lesson.id == lesson_id}
         return [current.get(r.id, r) for r in stored] + [
             r for r in current.values() if r.id not in {s.id for s in stored}]
+
+
+async def _reports_silent(session: PeerSession) -> bool:
+    """Whether the classroom has sent no receiver report for its video for a while (none at
+    all counts once the session is older than that)."""
+    for transceiver in session.pc.getTransceivers():
+        sender = transceiver.sender
+        if transceiver.kind != "video" or sender is None or sender.track is None:
+            continue
+        stats = await sender.getStats()
+        stamps = [item.timestamp for item in stats.values() if item.type == "remote-inbound-rtp"]
+        if not stamps:
+            return time.monotonic() - session.created_at > SILENT_REPORTS_S
+        age = datetime.datetime.now(datetime.UTC) - max(stamps)
+        return age.total_seconds() > SILENT_REPORTS_S
+    return False
 
 
 def _save(conn: sqlite3.Connection, runs: list[LessonRun]) -> None:
