@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient
@@ -18,7 +19,7 @@ from server.keys import ISSUER_KEY
 from server.settings import SchoolsSettings, Settings
 from server.tokens import Role, classroom_subject
 from tests.conftest import Peers
-from tests.schools import Admin, seed
+from tests.schools import Admin, Seeded, seed
 
 T = TypeVar("T")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -49,6 +50,33 @@ def county(name: str) -> tuple[tuple[str, str], ...]:
     return (("county", name),)
 
 
+@dataclass
+class Scene:
+    """A running service with the seeded registry, an admin and a teacher's peers."""
+
+    client: TestClient
+    admin_token: str
+    admin: Admin
+    seeded: Seeded
+    teacher: Peers
+
+    def device(self, classroom: int) -> Peers:
+        """Peers holding a registered classroom's device token."""
+        issuer = self.client.app[ISSUER_KEY]
+        return Peers(self.client, lambda role, room=None: issuer.mint(
+            Role.CLASSROOM, None, 3600, classroom_subject(classroom)))
+
+
+async def scene(aiohttp_client: Callable[..., Awaitable[TestClient]],
+                settings: Settings) -> Scene:
+    client = await aiohttp_client(create_app(settings))
+    issuer = client.app[ISSUER_KEY]
+    token = issuer.mint(Role.ADMIN)
+    admin = Admin(client, token)
+    return Scene(client, token, admin, await seed(admin),
+                 Peers(client, lambda role, room=None: issuer.mint(Role(role), room)))
+
+
 async def test_scheduled_lesson_attendance_coverage_and_metrics(
         aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> None:
     settings = dataclasses.replace(
@@ -56,10 +84,9 @@ async def test_scheduled_lesson_attendance_coverage_and_metrics(
         schools=SchoolsSettings(coverage_share=0.2, end_grace_s=1.0, sample_interval_s=0.2,
                                 late_after_s=60.0),
         recorder=dataclasses.replace(settings.recorder, auto_start=True, grace_s=0.5))
-    client = await aiohttp_client(create_app(settings))
+    sc = await scene(aiohttp_client, settings)
+    client, admin, s, teacher_peers = sc.client, sc.admin, sc.seeded, sc.teacher
     issuer = client.app[ISSUER_KEY]
-    admin = Admin(client, issuer.mint(Role.ADMIN))
-    s = await seed(admin)
     ids = s.classrooms
 
     # a second showcase room whose lesson started ten minutes ago and never went live
@@ -75,12 +102,7 @@ async def test_scheduled_lesson_attendance_coverage_and_metrics(
     duration = lesson["ends_at"] - lesson["starts_at"]
     needed = 0.2 * duration
 
-    def device(classroom: int) -> Peers:
-        return Peers(client, lambda role, room=None: issuer.mint(
-            Role.CLASSROOM, None, 3600, classroom_subject(classroom)))
-
-    teacher_peers = Peers(client, lambda role, room=None: issuer.mint(Role(role), room))
-    a, b, anonymous = device(ids["A"]), device(ids["B"]), Peers(
+    a, b, anonymous = sc.device(ids["A"]), sc.device(ids["B"]), Peers(
         client, lambda role, room=None: issuer.mint(Role.CLASSROOM, room))
     try:
         teacher, _ = await teacher_peers.publish(s.room)
@@ -191,17 +213,13 @@ async def test_a_restart_mid_lesson_keeps_what_was_counted(
         aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> None:
     settings = dataclasses.replace(settings, schools=SchoolsSettings(
         coverage_share=0.05, end_grace_s=1.0, sample_interval_s=0.2))
-    first = await aiohttp_client(create_app(settings))
-    issuer = first.app[ISSUER_KEY]
-    admin_token = issuer.mint(Role.ADMIN)
-    admin = Admin(first, admin_token)
-    s = await seed(admin)
+    sc = await scene(aiohttp_client, settings)
+    first, admin, admin_token, s, teacher_peers = (sc.client, sc.admin, sc.admin_token,
+                                                   sc.seeded, sc.teacher)
     now = time.time()
     lesson = await admin.post("/api/timetable", {"room": s.room, "title": "分数的意义",
                                                  "start": now - 2, "end": now + 30})
-    teacher_peers = Peers(first, lambda role, room=None: issuer.mint(Role(role), room))
-    a = Peers(first, lambda role, room=None: issuer.mint(
-        Role.CLASSROOM, None, 3600, classroom_subject(s.classrooms["A"])))
+    a = sc.device(s.classrooms["A"])
     try:
         await teacher_peers.publish(s.room)
         await a.subscribe(s.room)
@@ -236,16 +254,12 @@ async def test_a_restart_mid_lesson_keeps_what_was_counted(
 async def test_a_classroom_that_stops_receiving_counts_as_frozen(
         aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> None:
     settings = dataclasses.replace(settings, schools=SchoolsSettings(sample_interval_s=0.2))
-    client = await aiohttp_client(create_app(settings))
-    issuer = client.app[ISSUER_KEY]
-    admin = Admin(client, issuer.mint(Role.ADMIN))
-    s = await seed(admin)
+    sc = await scene(aiohttp_client, settings)
+    admin, s, teacher_peers = sc.admin, sc.seeded, sc.teacher
     now = time.time()
     lesson = await admin.post("/api/timetable", {"room": s.room, "title": "分数的意义",
                                                  "start": now - 2, "end": now + 60})
-    teacher_peers = Peers(client, lambda role, room=None: issuer.mint(Role(role), room))
-    a = Peers(client, lambda role, room=None: issuer.mint(
-        Role.CLASSROOM, None, 3600, classroom_subject(s.classrooms["A"])))
+    a = sc.device(s.classrooms["A"])
     try:
         await teacher_peers.publish(s.room)
         session, _ = await a.subscribe(s.room)
