@@ -151,6 +151,8 @@ async def test_csv_wrong_columns_and_encodings(admin: Admin) -> None:
     assert "empty" in str(err["message"])
     err = await _import(admin, b"county,school,kind\n\xff\xfe\xff\xfe\x81\n", 422)
     assert "neither UTF-8 nor GBK" in str(err["message"])
+    err = await _import(admin, SCHOOL_LIST.encode("gbk"), 422, "?encoding=utf-8")
+    assert "not utf-8 text" in str(err["message"])
     err = await _import(admin, SCHOOL_LIST.encode(), 422, "?encoding=latin-9")
     assert "unknown encoding" in str(err["message"])
     err = await _import(admin, SCHOOL_LIST.encode(), 415, content_type="application/json")

@@ -65,8 +65,10 @@ def decode(data: bytes, encoding: str = "") -> str:
     for codec in candidates:
         try:
             return data.decode(codec)
-        except UnicodeDecodeError:
-            continue
+        except UnicodeDecodeError as exc:
+            if encoding:
+                raise CsvRejected(f"the file is not {encoding} text (byte {exc.start}); "
+                                  "send it as UTF-8 or GBK") from exc
     raise CsvRejected("the file is neither UTF-8 nor GBK text")
 
 
