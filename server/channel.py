@@ -26,12 +26,12 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from server.classrooms import PageReport
 from server.errors import BadRequest, ClassCastError
 from server.http import claims
-from server.keys import CLASSROOMS_KEY, QUESTIONS_KEY
+from server.keys import CHANNELS_KEY, CLASSROOMS_KEY, QUESTIONS_KEY, OpenSockets
 from server.questions import Question
 from server.whip import room_name
 
@@ -88,6 +88,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     await ws.send_json(hello)
     board.listeners.append(listener)
     writer = asyncio.create_task(write(), name=f"ws-writer-{room}")
+    request.app[CHANNELS_KEY].sockets.add(ws)
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -99,6 +100,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
             if writer.done():
                 break
     finally:
+        request.app[CHANNELS_KEY].sockets.discard(ws)
         board.listeners.remove(listener)
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
@@ -152,5 +154,14 @@ def handle(request: web.Request, room: str, subject: str, teacher: bool, data: s
         raise BadRequest(f"unknown message type {kind!r} for a {who} page; send {allowed}")
 
 
+async def close_all(app: web.Application) -> None:
+    """At shutdown: tell every page the server is going away (they reconnect by themselves),
+    so no handler holds the shutdown up."""
+    for ws in list(app[CHANNELS_KEY].sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
 def add_routes(app: web.Application) -> None:
+    app[CHANNELS_KEY] = OpenSockets()
+    app.on_shutdown.append(close_all)
     app.router.add_get("/ws/{room}", socket)

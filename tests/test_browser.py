@@ -4,24 +4,40 @@ A teacher page publishes Chromium's fake camera and microphone over WHIP and cla
 play the room over WHEP, through the real relay on loopback; frames are counted with
 `getStats()` inside the classroom page (its quality line keeps the counters in data-*
 attributes). Synchronisation is by polling page state with `wait_for_function`, never sleeps.
+Every page's console is watched: a test fails on any console error or uncaught exception
+(except the browser's own network lines where a test takes the server away on purpose).
+Screenshots of the teacher and classroom pages, in Chinese and English, go to
+`test-artifacts/pages/` for a person to look at.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+import re
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, async_playwright
 
+from server.app import create_app
+from server.keys import ISSUER_KEY
 from server.settings import Settings
+from server.tokens import Role
 from tests.conftest import Peers
 
 CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("CLASSCAST_TEST_ARTIFACTS")
+                 or Path(__file__).resolve().parent.parent / "test-artifacts") / "pages"
+# What Chromium itself logs as console errors when a request fails on the network or is
+# refused; pages cannot prevent these, and tests that cause them on purpose allow them.
+NETWORK_LINE = re.compile(r"^console: (Failed to load resource|WebSocket connection to )")
 
 # No skip when Chromium is missing: `make test` installs it, and a missing browser must fail.
 
@@ -82,24 +98,67 @@ def page_url(client: TestClient, path: str, **query: str) -> str:
     return f"{client.make_url(path)}?{urlencode(query)}"
 
 
-async def open_page(chromium: BrowserContext, url: str, name: str) -> Page:
+class Console:
+    """Console errors and uncaught exceptions of every page a test opens."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def watch(self, page: Page, name: str) -> None:
+        def log(message: ConsoleMessage) -> None:
+            logger.info("%s console %s: %s", name, message.type, message.text)
+            if message.type == "error":
+                self.errors.append(f"console: {message.text}")
+
+        def crash(exc: Exception) -> None:
+            logger.error("%s page error: %s", name, exc)
+            self.errors.append(f"page error: {exc}")
+
+        page.on("console", log)
+        page.on("pageerror", crash)
+
+    def beyond_network(self) -> list[str]:
+        return [e for e in self.errors if not NETWORK_LINE.match(e)]
+
+
+@pytest.fixture
+def console() -> Iterator[Console]:
+    """Fails the test at teardown if any page it watched logged a console error (tests that
+    take the server away on purpose check `beyond_network()` and clear the list)."""
+    watched = Console()
+    yield watched
+    assert watched.errors == [], watched.errors
+
+
+async def open_page(chromium: BrowserContext, url: str, name: str,
+                    console: Console | None = None) -> Page:
     page = await chromium.new_page()
+    if console is not None:
+        console.watch(page, name)
+    else:
+        def log(message: ConsoleMessage) -> None:
+            logger.info("%s console %s: %s", name, message.type, message.text)
 
-    def log(message: ConsoleMessage) -> None:
-        logger.info("%s console %s: %s", name, message.type, message.text)
-
-    page.on("console", log)
-    page.on("pageerror", lambda exc: logger.error("%s page error: %s", name, exc))
+        page.on("console", log)
+        page.on("pageerror", lambda exc: logger.error("%s page error: %s", name, exc))
     await page.goto(url)
     return page
 
 
+async def shoot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path))
+    return path
+
+
 async def go_live(chromium: BrowserContext, client: TestClient, token: Callable[..., str],
-                  room: str, **query: str) -> Page:
+                  room: str, console: Console | None = None, **query: str) -> Page:
     """Open the teacher console, wait for the camera preview, click Go live, wait for live."""
     query.setdefault("lang", "zh")
     teach = await open_page(chromium, page_url(client, f"/teach/{room}",
-                                               token=token("teacher", room), **query), "teach")
+                                               token=token("teacher", room), **query), "teach",
+                            console)
     await teach.wait_for_function(f"{STATE} === 'idle'")
     go_live_name = "Go live" if query.get("lang") == "en" else "开始上课"
     await teach.get_by_role("button", name=go_live_name).click()
@@ -116,25 +175,51 @@ async def wait_playing(classroom: Page, frames: int = 30, audio_packets: int = 0
         "(document.getElementById('player'))")
 
 
-async def test_teacher_page_publishes_and_classroom_page_plays(
-        client: TestClient, token: Callable[..., str], chromium: BrowserContext) -> None:
+async def test_teacher_page_publishes_and_classroom_pages_play(
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
     room = "maths-1"
-    teach = await go_live(chromium, client, token, room)
+    teach = await go_live(chromium, client, token, room, console)
     assert await teach.locator("#state").inner_text() == "直播中"
-    classroom = await open_page(chromium, page_url(client, f"/class/{room}",
-                                                   token=token("classroom", room)), "class")
-    await wait_playing(classroom, frames=30, audio_packets=50)
-    assert await classroom.evaluate(STATE) == "live"
-    quality = await classroom.locator("#quality").inner_text()
-    assert "帧/秒" in quality and "kbps" in quality
+    classrooms = [await open_page(chromium, page_url(client, f"/class/{room}", token=token(
+        "classroom", room, subject=school)), f"class-{school}", console)
+        for school in ("north-school", "south-school")]
+    for classroom in classrooms:
+        await wait_playing(classroom, frames=30, audio_packets=50)
+        assert await classroom.evaluate(STATE) == "live"
+        quality = await classroom.locator("#quality").inner_text()
+        assert "帧/秒" in quality and "kbps" in quality
+
+    # The teacher console lists both classrooms with the relay's measurements (RTT, loss,
+    # bitrate) and what each classroom's player reports (frames per second, freezes).
+    await teach.wait_for_function(
+        "[...document.querySelectorAll('#classrooms li')].length === 2 &&"
+        " [...document.querySelectorAll('#classrooms li')].every(li =>"
+        "   li.dataset.grade === 'good' && /kbps/.test(li.textContent)"
+        "   && /帧\\/秒/.test(li.textContent))")
+    assert await teach.locator("#classrooms-title").inner_text() == "正在收看的课堂（2）"
+    names = await teach.locator("#classrooms li .who").all_inner_texts()
+    assert sorted(n.split()[0] for n in names) == ["north-school", "south-school"]
 
     response = await client.get(f"/api/rooms/{room}",
                                 headers={"Authorization": f"Bearer {token('admin')}"})
     info = await response.json()
-    assert info["live"] and len(info["publishers"]) == 1 and info["subscriber_count"] == 1
+    assert info["live"] and len(info["publishers"]) == 1 and info["subscriber_count"] == 2
+    assert all(c["link"]["rtt_ms"] is not None for c in info["classrooms"])
+
+    for lang in ("zh", "en"):
+        if lang == "en":
+            for page in (teach, classrooms[0]):
+                await page.locator("#lang").click()
+            await teach.wait_for_function("document.documentElement.lang === 'en'")
+            await teach.wait_for_function(
+                "/Classrooms watching \\(2\\)/.test(document.body.textContent)")
+        await shoot(teach, f"teach-live-{lang}")
+        await shoot(classrooms[0], f"class-live-{lang}")
+    assert await teach.locator("#state").inner_text() == "Live"
 
     # End lesson: the teacher page DELETEs its session and the relay lets the room go.
-    await teach.get_by_role("button", name="下课").click()
+    await teach.get_by_role("button", name="End lesson").click()
     await teach.wait_for_function(f"{STATE} === 'ended'")
     response = await client.get("/api/rooms",
                                 headers={"Authorization": f"Bearer {token('admin')}"})
@@ -246,3 +331,206 @@ async def test_whip_module_trickles_and_reports_retry_after(
     assert any("a=candidate:" in body for body in patches)
     assert any("a=end-of-candidates" in body for body in patches)
     assert await page.evaluate("window.session.close()") == 200
+
+
+async def open_classroom(chromium: BrowserContext, client: TestClient | Site,
+                         token: Callable[..., str], room: str, console: Console,
+                         subject: str = "", **query: str) -> Page:
+    query.setdefault("lang", "zh")
+    return await open_page(chromium, page_url(client, f"/class/{room}", token=token(
+        "classroom", room, subject=subject), **query), f"class-{subject or room}", console)
+
+
+async def test_raised_hand_and_question_reach_the_teacher_and_answered_reaches_the_classroom(
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
+    room = "chinese-6"
+    teach = await go_live(chromium, client, token, room, console)
+    classroom = await open_classroom(chromium, client, token, room, console, "east-school")
+    await wait_playing(classroom)
+
+    await classroom.get_by_role("button", name="举手").click()
+    await teach.wait_for_function(
+        "/east-school 举手了/.test(document.getElementById('questions').textContent)")
+    await classroom.wait_for_function(
+        "document.getElementById('hand').getAttribute('aria-pressed') === 'true'")
+
+    await classroom.get_by_label("向老师提问").fill("为什么分母不能是 0？")
+    await classroom.get_by_label("向老师提问").press("Enter")
+    await teach.wait_for_function(
+        "/为什么分母不能是 0？/.test(document.getElementById('questions').textContent)")
+    assert await teach.locator("#questions-title").inner_text() == "举手和提问（2 个待回答）"
+    await classroom.wait_for_function(
+        "document.querySelectorAll('#my-questions li').length === 2")
+    await shoot(teach, "teach-questions-zh")
+    await shoot(classroom, "class-questions-zh")
+
+    question = teach.locator("#questions li", has_text="为什么分母不能是 0？")
+    await question.get_by_role("button", name="标记为已回答").click()
+    await classroom.wait_for_function(
+        "[...document.querySelectorAll('#my-questions li')].some(li =>"
+        " li.dataset.answered === 'true' && /为什么分母不能是 0？/.test(li.textContent)"
+        " && /老师已回答/.test(li.textContent))")
+    await teach.wait_for_function(
+        "document.getElementById('questions-title').textContent === '举手和提问（1 个待回答）'")
+    for page in (teach, classroom):
+        await page.locator("#lang").click()
+    await teach.wait_for_function(
+        "/Raised hands and questions \\(1 open\\)/.test(document.body.textContent)")
+    await shoot(teach, "teach-questions-en")
+    await shoot(classroom, "class-questions-en")
+
+
+async def test_screen_share_reaches_the_classroom_as_a_second_picture(
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
+    room = "geo-7"
+    teach = await go_live(chromium, client, token, room, console)
+    classroom = await open_classroom(chromium, client, token, room, console)
+    await wait_playing(classroom)
+
+    # Chromium's fake capture stands in for the screen; the page publishes camera + screen
+    # as two video m-lines in one WHIP session.
+    await teach.get_by_role("button", name="共享屏幕").click()
+    await teach.wait_for_function(
+        f"window.classcast.screen && {STATE} === 'live' &&"
+        " window.classcast.session.pc.getSenders().filter(s => s.track?.kind === 'video')"
+        ".length === 2")
+    await classroom.wait_for_function(
+        "Number(document.getElementById('quality').dataset.screenFrames || 0) > 20"
+        " && !document.getElementById('screen').hidden"
+        " && document.getElementById('theatre').classList.contains('has-screen')")
+    frames = int(await classroom.evaluate(FRAMES_DECODED))
+    await classroom.wait_for_function(f"{FRAMES_DECODED} > {frames + 20}")  # camera goes on
+    await shoot(teach, "teach-screen-zh")
+    await shoot(classroom, "class-screen-zh")
+    info = await (await client.get(f"/api/rooms/{room}", headers={
+        "Authorization": f"Bearer {token('admin')}"})).json()
+    assert {t["slot"] for t in info["tracks"] if t["live"]} == {"audio", "video", "screen"}
+
+    # Stop sharing: the classroom goes back to the camera alone.
+    await teach.get_by_role("button", name="停止共享屏幕").click()
+    await classroom.wait_for_function(
+        "document.getElementById('screen').hidden"
+        " && !document.getElementById('theatre').classList.contains('has-screen')")
+
+
+async def test_recording_is_switched_on_and_off_from_the_teacher_console(
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
+    room = "music-8"
+    teach = await go_live(chromium, client, token, room, console, codec="h264")
+    record_state = "document.getElementById('record-state')"
+    await teach.wait_for_function(f"{record_state}.textContent === '未录制'")
+    await teach.get_by_role("button", name="开始录制").click()
+    await teach.wait_for_function(f"{record_state}.dataset.recording === 'true'"
+                                  f" && {record_state}.textContent === '正在录制'")
+    status = await (await client.get(f"/api/rooms/{room}/recording", headers={
+        "Authorization": f"Bearer {token('teacher', room)}"})).json()
+    assert status["recording"]["status"] == "recording"
+    await teach.get_by_role("button", name="停止录制").click()
+    await teach.wait_for_function(f"{record_state}.textContent === '未录制'")
+
+
+async def test_pages_explain_an_expired_token_and_a_missing_camera(
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
+    room = "art-9"
+    expired = token("classroom", room, ttl_s=-60)
+    classroom = await open_page(chromium, page_url(client, f"/class/{room}", token=expired),
+                                "class-expired", console)
+    await classroom.wait_for_function(f"{STATE} === 'error'")
+    text = await classroom.locator("#state").inner_text()
+    assert "已过期" in text and "索取新的链接" in text and "expired" in text
+
+    teach = await open_page(chromium, page_url(client, f"/teach/{room}", lang="en",
+                                               token=token("teacher", room, ttl_s=-60)),
+                            "teach-expired", console)
+    await teach.wait_for_function(f"{STATE} === 'idle'")
+    await teach.get_by_role("button", name="Go live").click()
+    await teach.wait_for_function(f"{STATE} === 'error'")
+    assert "has expired" in await teach.locator("#state").inner_text()
+    await shoot(classroom, "class-expired-zh")
+    await shoot(teach, "teach-expired-en")
+
+    # No camera: getUserMedia fails as it does on a PC without one.
+    nocam = await chromium.new_page()
+    console.watch(nocam, "teach-nocam")
+    await nocam.add_init_script(
+        "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+        "new DOMException('Requested device not found', 'NotFoundError'));")
+    await nocam.goto(page_url(client, f"/teach/{room}", token=token("teacher", room)))
+    await nocam.wait_for_function(f"{STATE} === 'error'")
+    assert "没有找到摄像头" in await nocam.locator("#state").inner_text()
+    assert await nocam.get_by_role("button", name="开始上课").is_enabled()  # a way forward
+    await shoot(nocam, "teach-nocamera-zh")
+    # The refused requests (401) are logged by Chromium itself; nothing else is.
+    assert console.beyond_network() == []
+    console.errors.clear()
+
+
+class Site:
+    """A ClassCast server on a fixed loopback port that a test can stop and start again."""
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        self.settings = settings
+        self.port = port
+        self.runner: web.AppRunner | None = None
+
+    def make_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(create_app(self.settings))
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def token(self, role: str, room: str | None = None, ttl_s: int = 3600,
+              subject: str = "") -> str:
+        assert self.runner is not None
+        return self.runner.app[ISSUER_KEY].mint(Role(role), room, ttl_s, subject)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_classroom_plays_again_after_the_server_restarts(
+        settings: Settings, chromium: BrowserContext, console: Console) -> None:
+    room = "history-10"
+    site = Site(settings, free_port())
+    await site.start()
+    try:
+        teach = await go_live(chromium, site, site.token, room, console)
+        classroom = await open_classroom(chromium, site, site.token, room, console)
+        await wait_playing(classroom, audio_packets=20)
+        first = await classroom.evaluate("window.classcast.session.location")
+
+        # The server goes away: the page says so plainly and keeps trying.
+        await site.stop()
+        await classroom.wait_for_function(
+            "/无法连接服务器/.test(document.getElementById('state').textContent)")
+        assert await classroom.locator("#notice").is_visible()
+        await shoot(classroom, "class-server-down-zh")
+
+        # A new server on the same port (same data dir, so the same token secret): the teacher
+        # page publishes again and the classroom joins again, both without a click.
+        await site.start()
+        await teach.wait_for_function(f"{STATE} === 'live'")
+        await classroom.wait_for_function(
+            f"window.classcast.session && window.classcast.session.location !== {first!r}"
+            f" && {FRAMES_DECODED} > 30 && {AUDIO_PACKETS} > 20")
+        await wait_playing(classroom)
+        assert await classroom.evaluate(STATE) == "live"
+        # While the server was down Chromium logged the refused connections; nothing else.
+        assert console.beyond_network() == [], console.errors
+        console.errors.clear()
+    finally:
+        await site.stop()
