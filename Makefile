@@ -13,7 +13,11 @@ $(STAMP): pyproject.toml scripts/install-system.sh
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# TypeScript, pinned in package-lock.json, into ./node_modules: `tsc --checkJs` over the pages
+node_modules/.package-lock.json: package.json package-lock.json $(STAMP)
+	npm ci --no-audit --no-fund
+
+install: $(STAMP) node_modules/.package-lock.json
 
 install-browser: $(STAMP)
 	CLASSCAST_WITH_BROWSER=1 ./scripts/install-system.sh

@@ -14,6 +14,8 @@ import { pageLink, tokenFromUrl } from "./params.js";
 const FACET_PREVIEW = 8;
 
 const token = tokenFromUrl();
+/** The page's elements by id (typed loosely: each page knows what its ids are). */
+/** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const els = {
   lang: $("lang"), home: $("home-link"), form: $("search"), q: $("q"), facets: $("facets"),
@@ -140,7 +142,7 @@ function renderProblem() {
 
 function renderFacets() {
   // Re-rendering replaces the radios: keep keyboard focus on the same choice.
-  const active = document.activeElement;
+  const active = /** @type {HTMLInputElement|null} */ (document.activeElement);
   const focused = active?.type === "radio" && els.facets.contains(active)
     ? { name: active.name, value: active.value } : null;
   const groups = [];

@@ -17,6 +17,8 @@ const SCREEN_GONE_AFTER_S = 3; // the shared screen is hidden after this long wi
 
 const room = roomFromPath();
 const token = tokenFromUrl();
+/** The page's elements by id (typed loosely: each page knows what its ids are). */
+/** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const els = {
   title: $("title"), theatre: $("theatre"), player: $("player"), unmute: $("unmute"),

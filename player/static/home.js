@@ -7,6 +7,8 @@ import { pageLink, tokenFromUrl } from "./params.js";
 const REFRESH_MS = 5000;
 
 const token = tokenFromUrl();
+/** The page's elements by id (typed loosely: each page knows what its ids are). */
+/** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const els = {
   lang: $("lang"), tokenForm: $("token-form"), tokenInput: $("token-input"),

@@ -421,12 +421,15 @@ export function gradeLabel(grade) {
 /** Fill every data-i18n* element under `root`. */
 export function apply(root = document) {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-  for (const el of root.querySelectorAll("[data-i18n-label]")) {
+  /** @param {string} selector */
+  const all = (selector) => /** @type {NodeListOf<HTMLInputElement>} */ (
+    root.querySelectorAll(selector));
+  for (const el of all("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of all("[data-i18n-label]")) {
     el.setAttribute("aria-label", t(el.dataset.i18nLabel));
     el.title = t(el.dataset.i18nLabel);
   }
-  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+  for (const el of all("[data-i18n-placeholder]")) {
     el.placeholder = t(el.dataset.i18nPlaceholder);
   }
 }
@@ -434,6 +437,10 @@ export function apply(root = document) {
 /**
  * Switch language (remembered, and kept in the address so copied links keep it), then
  * re-render: static markup via `apply`, dynamic text via `onChange`.
+ */
+/**
+ * @param {string} next
+ * @param {(lang: string) => void} [onChange]
  */
 export function setLang(next, onChange = () => {}) {
   if (!LANGS.includes(next)) return;
@@ -453,6 +460,10 @@ export function setLang(next, onChange = () => {}) {
 /**
  * Wire a toggle button to switch languages. Its text names the other language in that
  * language ("English" / "中文"), marked with `lang` so screen readers pronounce it right.
+ */
+/**
+ * @param {HTMLElement} button
+ * @param {(lang: string) => void} [onChange]
  */
 export function bindToggle(button, onChange = () => {}) {
   const label = () => {

@@ -14,6 +14,8 @@ const FEEDBACK_MS = 1200;
 const lessonId = lessonFromPath();
 const token = tokenFromUrl();
 const engineAsked = new URLSearchParams(location.search).get("engine") || "auto";
+/** The page's elements by id (typed loosely: each page knows what its ids are). */
+/** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const els = {
   lang: $("lang"), home: $("home-link"), back: $("back"), loading: $("loading"),

@@ -75,7 +75,12 @@ export function apiParams(state, { limit = PAGE_SIZE } = {}) {
   return params;
 }
 
-async function request(path, token, { signal } = {}) {
+/**
+ * @param {string} path
+ * @param {string} token
+ * @param {{signal?: AbortSignal}} [options]
+ */
+async function request(path, token, { signal = undefined } = {}) {
   let response;
   try {
     response = await fetch(path, {
@@ -101,12 +106,22 @@ async function request(path, token, { signal } = {}) {
 }
 
 /** One page of search results: {lessons, total, facets, limit, offset, sort}. */
-export function searchLessons(state, token, { signal, limit = PAGE_SIZE } = {}) {
+/**
+ * @param {any} state
+ * @param {string} token
+ * @param {{signal?: AbortSignal, limit?: number}} [options]
+ */
+export function searchLessons(state, token, { signal = undefined, limit = PAGE_SIZE } = {}) {
   return request(`/api/lessons?${apiParams(state, { limit })}`, token, { signal });
 }
 
 /** One lesson and its playback URLs: {lesson, playback: {playlist, thumbnail, download}}. */
-export function getLesson(id, token, { signal } = {}) {
+/**
+ * @param {string} id
+ * @param {string} token
+ * @param {{signal?: AbortSignal}} [options]
+ */
+export function getLesson(id, token, { signal = undefined } = {}) {
   return request(`/api/lessons/${encodeURIComponent(id)}`, token, { signal });
 }
 

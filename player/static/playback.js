@@ -56,6 +56,12 @@ export function chooseEngine(video, asked = "auto") {
  * Play the HLS playlist `url` in `video`. Resolves once the source is attached, with
  * {engine, hls (the hls.js instance or null), destroy()}; later failures go to `onError`.
  */
+/**
+ * @param {HTMLVideoElement} video
+ * @param {string} url
+ * @param {{engine?: string, onError?: (err: any) => void,
+ *          onEngine?: (engine: string) => void}} [options]
+ */
 export async function attach(video, url, { engine = "auto", onError = () => {},
                                            onEngine = () => {} } = {}) {
   const chosen = chooseEngine(video, engine);

@@ -57,7 +57,12 @@ export async function countdown(seconds, tick, signal) {
  * `graceMs` (Chromium declares "failed" only after ~30 s without consent responses).
  * Rejects with the abort reason when `signal` aborts.
  */
-export function connectionLost(pc, { graceMs = 3000, signal } = {}) {
+/**
+ * @param {RTCPeerConnection} pc
+ * @param {{graceMs?: number, signal?: AbortSignal}} [options]
+ * @returns {Promise<string>}
+ */
+export function connectionLost(pc, { graceMs = 3000, signal = undefined } = {}) {
   return new Promise((resolve, reject) => {
     let timer = null;
     const transports = new Set(

@@ -14,6 +14,8 @@ const RECORDING_POLL_MS = 5000;
 
 const room = roomFromPath();
 const token = tokenFromUrl();
+/** The page's elements by id (typed loosely: each page knows what its ids are). */
+/** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const els = {
   title: $("title"), preview: $("preview"), state: $("state"), golive: $("golive"),

@@ -125,7 +125,7 @@ export async function play(endpoint, token, options = {}) {
     if (options.audio !== false) pc.addTransceiver("audio", { direction: "recvonly" });
     const session = await negotiate(pc, endpoint, token, options);
     session.stream = stream;
-    session.screen = screen;
+    session.screen = options.screen ? screen : null;
     return session;
   } catch (err) {
     pc.close();
@@ -339,7 +339,10 @@ class Session {
     this.pc = pc;
     this.location = location;
     this.token = token;
+    /** @type {MediaStream|null} the room's camera and microphone (play) */
     this.stream = null;
+    /** @type {MediaStream|null} the teacher's shared screen (play with `screen: true`) */
+    this.screen = null;
     this.trickler = trickler;
     this.closing = null;
   }
