@@ -156,6 +156,9 @@ class RecordingService:
         scheduled = self.lessons.lesson_for(room) if self.lessons is not None else None
         if scheduled is not None and not scheduled.teacher:
             scheduled = dataclasses.replace(scheduled, teacher=teacher)
+        if lesson is not None and scheduled is not None:  # what the teacher left empty
+            lesson = LessonInfo(**{f.name: getattr(lesson, f.name) or getattr(scheduled, f.name)
+                                   for f in dataclasses.fields(LessonInfo)})
         info = lesson or scheduled or LessonInfo(teacher=teacher)
         try:
             recording = await self.recorder.start(room, codecs, info)

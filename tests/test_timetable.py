@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from recorder.manifest import LessonInfo
-from server.keys import ATTENDANCE_KEY
+from server.keys import ATTENDANCE_KEY, RECORDINGS_KEY
+from tests.conftest import Peers
 from tests.schools import Admin, seed
 
 WEEK = 7 * 86400
@@ -98,3 +99,21 @@ async def test_the_schedule_names_the_lesson_being_recorded(admin: Admin,
         school="乐山市第一小学", teacher="王老师", subject="数学", grade="5", title="分数的意义",
         county="市中区")
     assert attendance.lesson_for("elsewhere") is None
+
+
+async def test_a_recording_started_by_hand_takes_what_the_teacher_left_empty_from_the_schedule(
+        admin: Admin, client: TestClient, peers: Peers) -> None:
+    s = await seed(admin)
+    now = time.time()
+    await admin.post("/api/timetable", {
+        "room": s.room, "teacher": s.teacher, "subject": "数学", "grade": "5",
+        "title": "分数的意义", "start": now - 60, "end": now + 2400})
+    await peers.publish(s.room)
+    resp = await client.post(f"/api/rooms/{s.room}/recording", json={
+        "action": "start", "title": "分数的意义（复习）"}, headers=admin.headers)
+    assert resp.status == 200, await resp.text()
+    recording = await client.app[RECORDINGS_KEY].start(s.room)  # the running one
+    assert recording.lesson == LessonInfo(
+        school="乐山市第一小学", teacher="admin", subject="数学", grade="5",
+        title="分数的意义（复习）", county="市中区")
+    await client.app[RECORDINGS_KEY].stop(s.room)
