@@ -26,6 +26,7 @@ from server.settings import Settings
 from tests.conftest import eventually
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, page_url
 from tests.test_catalog import api, manifest, seed
+from tests.test_questions import receive
 from tests.test_recorder import recorder_app, recording_settings
 
 # No skip when Chromium is missing: `make test` installs it, and a missing browser must fail.
@@ -224,6 +225,14 @@ async def test_a_recorded_lesson_plays(
         await peers.publish(room)
         await eventually(lambda: service.status(room)[0] is not None, what="recording")
         recording = service._rooms[room].recording
+        # A classroom asks during the lesson (over the room channel); it is kept with the
+        # recording and shown on the lesson page.
+        asking = await client.ws_connect(f"/ws/{room}", params={
+            "token": peers.token("classroom", room, subject="南山小学")})
+        await receive(asking, "hello")
+        await asking.send_json({"type": "ask", "text": "分母为什么不能是 0？"})
+        await receive(asking, "asked")
+        await asking.close()
         # ~6 s of a 30 fps lesson
         await eventually(lambda: recording._streams["video"].frames > 210, timeout=30)
         teacher = peers.token("teacher", room)
@@ -286,6 +295,9 @@ async def test_a_recorded_lesson_plays(
         assert download and download.startswith(f"/api/lessons/{lesson_id}/download?token=")
         assert await page.evaluate(f"{PLAYER}.error") is None
         if engine == "auto":
+            questions = await page.locator("#questions li").all_inner_texts()
+            assert len(questions) == 1 and "分母为什么不能是 0？" in questions[0] \
+                and "南山小学" in questions[0] and "未回答" in questions[0], questions
             await shoot(page, "lesson-zh-1280x720")
             await page.get_by_role("button", name="English").click()
             await page.wait_for_function("document.documentElement.lang === 'en'")
