@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from server import ice
+from server import ice, sdp
 from server.keys import RELAY_KEY
 from tests.conftest import LOOPBACK, Peers
 from tests.media import FrameCounter
@@ -166,3 +166,28 @@ async def test_a_full_server_says_503_with_retry_after(peers: Peers, live: Frame
                                  token=peers.token("classroom", "live"))
     assert int(headers["Retry-After"]) > 0
     await assert_still_serving(peers, live)
+
+
+CHROMIUM_BUNDLED_OFFER = "\r\n".join([
+    "v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0 1 2",
+    "m=video 50000 UDP/TLS/RTP/SAVPF 96", "a=mid:0",
+    "a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host", "a=end-of-candidates",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:1", "a=end-of-candidates",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=mid:2", "a=end-of-candidates",
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "a=mid:3", ""])
+
+
+def test_bundled_sections_get_the_first_sections_candidates() -> None:
+    """Chromium puts candidates in the first bundled m-section only; aiortc reads a shared
+    transport's candidates from its last m-section, so every bundled one needs them."""
+    fixed = sdp.with_bundled_candidates(CHROMIUM_BUNDLED_OFFER)
+    sections = fixed.split("\r\nm=")
+    for section in sections[1:4]:
+        assert section.count("a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host") == 1
+        assert section.count("a=end-of-candidates") == 1
+    assert "a=candidate" not in sections[4]  # mid 3 is not in the BUNDLE group
+    assert fixed.endswith("\r\n")
+    # offers that need nothing are left as they are
+    assert sdp.with_bundled_candidates(fixed) == fixed
+    unbundled = CHROMIUM_BUNDLED_OFFER.replace("a=group:BUNDLE 0 1 2\r\n", "")
+    assert sdp.with_bundled_candidates(unbundled) == unbundled
