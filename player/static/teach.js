@@ -66,6 +66,9 @@ function renderQuestions() {
   els.questionsEmpty.hidden = all.length > 0;
   // Open questions first (oldest first), then the answered ones.
   const ordered = [...open, ...all.filter((q) => q.answered)];
+  // Re-rendering replaces the buttons: keep keyboard focus on the same question.
+  const focused = els.questions.contains(document.activeElement)
+    ? document.activeElement.closest("li")?.dataset.id : null;
   els.questions.replaceChildren(...ordered.map((q) => {
     const li = document.createElement("li");
     li.dataset.id = String(q.id);
@@ -98,6 +101,11 @@ function renderQuestions() {
     }
     return li;
   }));
+  if (focused) {
+    const again = els.questions.querySelector(`li[data-id="${focused}"] button`)
+      ?? els.questions.querySelector("li button");
+    again?.focus();
+  }
 }
 
 function renderClassrooms() {
@@ -342,6 +350,8 @@ function onChannelMessage(message) {
     questions.set(message.question.id, message.question);
   } else if (message.type === "classrooms") {
     classrooms = message.classrooms;
+    renderClassrooms(); // every 2 s: only the list that changed
+    return;
   } else if (message.type === "error") {
     console.warn("the server refused a message:", message.message);
   }
