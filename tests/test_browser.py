@@ -228,26 +228,53 @@ async def test_teacher_page_publishes_and_classroom_pages_play(
 
 
 async def test_classroom_opened_early_waits_then_joins_by_itself(
-        client: TestClient, token: Callable[..., str], chromium: BrowserContext) -> None:
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
     room = "physics-2"
+    # The home page first: no lesson yet; then a classroom page that waits for the lesson.
+    home = await open_page(chromium, page_url(client, "/", lang="zh", token=token("admin")),
+                           "home", console)
+    await home.wait_for_function("/现在没有正在直播的课堂/.test(document.body.textContent)")
+    await shoot(home, "home-empty-zh")
     classroom = await open_page(chromium, page_url(client, f"/class/{room}", lang="en",
-                                                   token=token("classroom", room)), "class")
+                                                   token=token("classroom", room)), "class",
+                                console)
     await classroom.wait_for_function(f"{STATE} === 'waiting'")
     assert "The lesson starts soon" in await classroom.locator("#state").inner_text()
+    await shoot(classroom, "class-waiting-en")
+    await classroom.locator("#lang").click()
+    await classroom.wait_for_function("/课程即将开始/.test(document.getElementById('notice')"
+                                      ".textContent)")
+    await shoot(classroom, "class-waiting-zh")
 
     # The teacher's Chromium publishes H264 this time (setCodecPreferences via ?codec=).
-    await go_live(chromium, client, token, room, lang="en", codec="h264")
+    await go_live(chromium, client, token, room, console, lang="en", codec="h264")
     await wait_playing(classroom, frames=30, audio_packets=50)
     assert await classroom.evaluate(STATE) == "live"
+
+    # The home page lists the live lesson and the classroom watching it.
+    for lang in ("zh", "en"):
+        home = await open_page(chromium, page_url(client, "/", lang=lang, token=token("admin")),
+                               f"home-{lang}", console)
+        await home.wait_for_function(
+            f"document.body.textContent.includes({room!r})"
+            f" && /{'1 个课堂在看' if lang == 'zh' else '1 watching'}/"
+            ".test(document.body.textContent)")
+        await shoot(home, f"home-live-{lang}")
+    # While it waited, the classroom's WHEP requests were answered 409 + Retry-After (the
+    # protocol), which Chromium logs as failed loads; nothing else may be logged.
+    assert all("status of 409" in e for e in console.errors), console.errors
+    console.errors.clear()
 
 
 async def test_aiortc_h264_lesson_plays_in_chromium(
         client: TestClient, token: Callable[..., str], chromium: BrowserContext,
-        peers: Peers) -> None:
+        peers: Peers, console: Console) -> None:
     room = "chem-3"
     await peers.publish(room, codec="video/H264")
     classroom = await open_page(chromium, page_url(client, f"/class/{room}",
-                                                   token=token("classroom", room)), "class")
+                                                   token=token("classroom", room)), "class",
+                                console)
     await wait_playing(classroom, frames=30, audio_packets=50)
     codec = await classroom.evaluate(
         """async () => {
@@ -262,11 +289,13 @@ async def test_aiortc_h264_lesson_plays_in_chromium(
 
 
 async def test_pages_reconnect_when_the_relay_drops_them(
-        client: TestClient, token: Callable[..., str], chromium: BrowserContext) -> None:
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
     room = "bio-4"
-    teach = await go_live(chromium, client, token, room)
+    teach = await go_live(chromium, client, token, room, console)
     classroom = await open_page(chromium, page_url(client, f"/class/{room}",
-                                                   token=token("classroom", room)), "class")
+                                                   token=token("classroom", room)), "class",
+                                console)
     await wait_playing(classroom)
     admin = {"Authorization": f"Bearer {token('admin')}"}
 
@@ -291,6 +320,10 @@ async def test_pages_reconnect_when_the_relay_drops_them(
         f" && !window.classcast.session.location.endsWith({class_location!r})"
         f" && {FRAMES_DECODED} > 30")
     assert await classroom.evaluate(STATE) == "live"
+    # The pages' own DELETEs of the sessions the relay had already ended answer 404, which
+    # Chromium logs; nothing else may be logged.
+    assert console.beyond_network() == [], console.errors
+    console.errors.clear()
 
 
 async def test_whip_module_trickles_and_reports_retry_after(
@@ -453,17 +486,21 @@ async def test_pages_explain_an_expired_token_and_a_missing_camera(
     await shoot(classroom, "class-expired-zh")
     await shoot(teach, "teach-expired-en")
 
-    # No camera: getUserMedia fails as it does on a PC without one.
-    nocam = await chromium.new_page()
-    console.watch(nocam, "teach-nocam")
-    await nocam.add_init_script(
-        "navigator.mediaDevices.getUserMedia = () => Promise.reject("
-        "new DOMException('Requested device not found', 'NotFoundError'));")
-    await nocam.goto(page_url(client, f"/teach/{room}", token=token("teacher", room)))
-    await nocam.wait_for_function(f"{STATE} === 'error'")
-    assert "没有找到摄像头" in await nocam.locator("#state").inner_text()
-    assert await nocam.get_by_role("button", name="开始上课").is_enabled()  # a way forward
-    await shoot(nocam, "teach-nocamera-zh")
+    # No camera, or a denied one: getUserMedia fails as it does on such a PC.
+    for error, message in (("NotFoundError", "Requested device not found"),
+                           ("NotAllowedError", "Permission denied")):
+        nocam = await chromium.new_page()
+        console.watch(nocam, f"teach-{error}")
+        await nocam.add_init_script(
+            "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+            f"new DOMException({message!r}, {error!r}));")
+        await nocam.goto(page_url(client, f"/teach/{room}", token=token("teacher", room)))
+        await nocam.wait_for_function(f"{STATE} === 'error'")
+        text = await nocam.locator("#state").inner_text()
+        assert "没有找到摄像头" in text and "允许访问" in text and message in text
+        assert await nocam.get_by_role("button", name="开始上课").is_enabled()  # a way forward
+        await shoot(nocam, f"teach-{error}-zh")
+        await nocam.close()
     # The refused requests (401) are logged by Chromium itself; nothing else is.
     assert console.beyond_network() == []
     console.errors.clear()

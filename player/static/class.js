@@ -228,6 +228,7 @@ function watchStats(current, signal) {
           fps: dt > 0 ? Math.round(frames / dt) : 0,
           kbps: dt > 0 ? Math.round(((sample.bytes - last.bytes) * 8) / dt / 1000) : 0,
           lost: sample.lost,
+          freezes: sample.freezes,
           framesDecoded: sample.framesDecoded,
           audioPackets: sample.audioPackets,
         };
