@@ -186,12 +186,8 @@ class RecordingService:
             raise Conflict(f"room {room!r} is not being recorded")
         if current.grace is not None and current.grace is not asyncio.current_task():
             current.grace.cancel()
-        asked = (self._take_questions(room, current.recording.started_at)
-                 if self._take_questions is not None else ())
-        questions = tuple(LessonQuestion(q.classroom, q.text, q.asked_at, q.answered_at)
-                          for q in asked)
         try:
-            self.recorder.stop(current.recording.id, status, questions)
+            self.recorder.stop(current.recording.id, status, self._questions(room, current))
         except RecorderError as exc:
             logger.warning("room %s: %s", room, exc)
         await current.peer.close()
@@ -222,12 +218,22 @@ class RecordingService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _questions(self, room: str, current: RoomRecording) -> tuple[LessonQuestion, ...]:
+        """The classrooms' questions of this recording, taken off the room's board."""
+        if self._take_questions is None:
+            return ()
+        asked = self._take_questions(room, current.recording.started_at)
+        return tuple(LessonQuestion(q.classroom, q.text, q.asked_at, q.answered_at)
+                     for q in asked)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for room in list(self._rooms):
             current = self._rooms.pop(room)
+            # shutdown: the recorder archives it as interrupted, with its questions
+            current.recording.questions = self._questions(room, current)
             if current.grace is not None:
                 current.grace.cancel()
                 await asyncio.gather(current.grace, return_exceptions=True)

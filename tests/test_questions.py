@@ -11,6 +11,7 @@ import pytest
 from aiohttp import ClientWebSocketResponse, WSServerHandshakeError
 from aiohttp.test_utils import TestClient
 
+from server.app import create_app
 from server.keys import RECORDINGS_KEY, STORE_KEY
 from server.questions import (
     MAX_IDLE_ROOMS,
@@ -217,3 +218,27 @@ async def test_questions_are_kept_in_the_recorded_lesson(
         await teacher.close()
     finally:
         await peers.close()
+
+
+async def test_questions_are_kept_when_the_server_shuts_down_mid_lesson(
+        aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> None:
+    client, peers = await recorder_app(aiohttp_client, recording_settings(settings))
+    room = "shutdown-ws"
+    service = client.app[RECORDINGS_KEY]
+    try:
+        await peers.publish(room)
+        await eventually(lambda: service.status(room)[0] is not None, what="recording")
+        classroom = await connect(client, room, peers.token("classroom", room, subject="west"))
+        await receive(classroom, "hello")
+        await classroom.send_json({"type": "ask", "text": "还有作业吗？"})
+        await receive(classroom, "asked")
+        recording = service._rooms[room].recording
+        await eventually(lambda: recording._streams["video"].frames > 60, what="some video")
+    finally:
+        await peers.close()
+    await client.close()  # shutdown mid-lesson: archived as interrupted, questions and all
+
+    again = await aiohttp_client(create_app(settings))
+    manifest = await finished_manifest(again.app[STORE_KEY])
+    assert manifest.status == "interrupted"
+    assert [(q.classroom, q.text) for q in manifest.questions] == [("west", "还有作业吗？")]
