@@ -412,6 +412,16 @@ async def test_raised_hand_and_question_reach_the_teacher_and_answered_reaches_t
         "/Raised hands and questions \\(1 open\\)/.test(document.body.textContent)")
     await shoot(teach, "teach-questions-en")
     await shoot(classroom, "class-questions-en")
+    # On a phone (390x844) too, in both languages.
+    for page in (teach, classroom):
+        await page.set_viewport_size({"width": 390, "height": 844})
+    for lang in ("en", "zh"):
+        if lang == "zh":
+            for page in (teach, classroom):
+                await page.locator("#lang").click()
+            await teach.wait_for_function("document.documentElement.lang === 'zh-CN'")
+        await shoot(teach, f"teach-phone-{lang}")
+        await shoot(classroom, f"class-phone-{lang}")
 
 
 async def test_screen_share_reaches_the_classroom_as_a_second_picture(
