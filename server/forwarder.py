@@ -87,19 +87,22 @@ class RoomTrack:
         self._last_keyframe_request = -1e9
         self._pump: asyncio.Task[None] | None = None
         self.frames_in = 0
+        self.octets_in = 0  # payload bytes received: what a classroom on this track is sent
 
     # --- source side ------------------------------------------------------------------------
     @property
     def live(self) -> bool:
         return self._source is not None
 
-    def attach_source(self, codec: RTCRtpCodecParameters,
-                      request_keyframe: KeyframeRequest) -> int:
-        """A publisher session starts feeding this track; returns its generation."""
+    def attach_source(self, codec: RTCRtpCodecParameters, request_keyframe: KeyframeRequest,
+                      generation: int | None = None) -> int:
+        """A publisher session starts feeding this track; returns its generation. A derived
+        track (the low rendition) takes the `generation` of the frames it is made from, so a
+        classroom moving between it and the original keeps one timeline."""
         if self.codec is None or not same_codec(self.codec, codec):
             self._packetizer = Packetizer(codec.name)
         self.codec = codec
-        self.generation += 1
+        self.generation = self.generation + 1 if generation is None else generation
         self._source = request_keyframe
         if self.kind == "video" and self._subscribers:
             self.request_keyframe("source")
@@ -116,20 +119,24 @@ class RoomTrack:
         if generation != self.generation or self._packetizer is None:
             return  # a late frame from a replaced session
         self.frames_in += 1
+        self.octets_in += len(frame.data)
         if not self._subscribers:
             return
         payloads = self._packetizer(frame.data)
         relay_frame = RelayFrame(frame, payloads, sum(map(len, payloads)), generation)
-        for subscriber in self._subscribers:
-            subscriber.offer(relay_frame)
+        for subscriber in list(self._subscribers):
+            subscriber.offer(relay_frame, self)
 
     # --- subscriber side --------------------------------------------------------------------
     def subscribe(self, on_first_frame: Callable[[], None] | None = None) -> SubscriberTrack:
         track = SubscriberTrack(self, self._queue_limit, on_first_frame)
-        self._subscribers.add(track)
+        self.add(track)
         if self.kind == "video":
             self.request_keyframe("join")
         return track
+
+    def add(self, track: SubscriberTrack) -> None:
+        self._subscribers.add(track)
 
     def unsubscribe(self, track: SubscriberTrack) -> None:
         self._subscribers.discard(track)
@@ -195,6 +202,10 @@ class SubscriberTrack(MediaStreamTrack):
     Video waits for a keyframe before the first frame and after any drop. A queue that fills
     up (a subscriber that is not being drained) is emptied and waits for the next keyframe,
     so a stalled classroom holds at most `limit` frames and never slows the others.
+
+    A video subscriber can be moved to another room track of the same timeline (the low
+    rendition) or to none (audio only) with `switch`: it keeps taking frames from its current
+    source until the new one delivers a keyframe, so the picture never breaks.
     """
 
     def __init__(self, room_track: RoomTrack, limit: int,
@@ -202,7 +213,9 @@ class SubscriberTrack(MediaStreamTrack):
         super().__init__()
         self._on_first_frame = on_first_frame
         self.kind = room_track.kind
-        self._room_track = room_track
+        self._home = room_track  # the track it was made for: kind and telemetry
+        self._source: RoomTrack | None = room_track
+        self._pending: RoomTrack | None = None
         self._limit = limit
         self._queue: deque[RelayFrame] = deque()
         self._ready = asyncio.Event()
@@ -217,16 +230,57 @@ class SubscriberTrack(MediaStreamTrack):
         self.first_frame_keyframe: bool | None = None
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.packets_sent = 0
         self.retransmits = RetransmitPolicy(room_track.telemetry().retransmission)
+        self.remb_bps: float | None = None
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
-    def offer(self, item: RelayFrame) -> None:
+    @property
+    def source(self) -> RoomTrack | None:
+        return self._source
+
+    @property
+    def target_bitrate(self) -> float | None:
+        return self.remb_bps
+
+    @target_bitrate.setter
+    def target_bitrate(self, bps: float) -> None:
+        """aiortc's sender sets this from each REMB the classroom sends (it takes this track
+        for its encoder); `server.adaptation` decides what to believe."""
+        self.remb_bps = float(bps)
+
+    def switch(self, target: RoomTrack | None) -> None:
+        """Take video from `target` from its next keyframe on (None: no video)."""
+        if self._pending is not None and self._pending is not target:
+            self._pending.unsubscribe(self)
+            self._pending = None
+        if target is self._source:
+            return
+        if target is None:
+            if self._source is not None:
+                self._source.unsubscribe(self)
+                self._source = None
+            self._queue.clear()
+            self._waiting_keyframe = True
+            return
+        self._pending = target
+        target.add(self)
+        target.request_keyframe("switch")
+
+    def offer(self, item: RelayFrame, source: RoomTrack | None = None) -> None:
         if self.readyState != "live":
             return
-        telemetry = self._room_track.telemetry()
+        if source is not None and source is not self._source:
+            if source is not self._pending or not item.frame.keyframe:
+                return
+            if self._source is not None:  # the new source's first keyframe: move over
+                self._source.unsubscribe(self)
+            self._source, self._pending = source, None
+            self._waiting_keyframe = True
+        telemetry = self._home.telemetry()
         if self._waiting_keyframe:
             if not item.frame.keyframe:
                 self.frames_dropped += 1
@@ -240,10 +294,10 @@ class SubscriberTrack(MediaStreamTrack):
                 self._queue.clear()
                 telemetry.frames_dropped(self.kind, "slow_subscriber", dropped + 1)
                 self._waiting_keyframe = True
-                if self.first_frame_at is not None:
+                if self.first_frame_at is not None and self._source is not None:
                     # Only a classroom that is being sent to asks the teacher; one whose
                     # connection is not up yet asks when it first reads (see recv).
-                    self._room_track.request_keyframe("slow_subscriber")
+                    self._source.request_keyframe("slow_subscriber")
                 return
             self._queue.popleft()
             telemetry.frames_dropped(self.kind, "slow_subscriber", 1)
@@ -251,9 +305,10 @@ class SubscriberTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> RelayFrame:  # type: ignore[override]
-        if self.first_frame_at is None and self._waiting_keyframe and not self._queue:
+        if self.first_frame_at is None and self._waiting_keyframe and not self._queue \
+                and self._source is not None:
             # The connection is up and nothing usable is queued: ask for a picture now.
-            self._room_track.request_keyframe("join")
+            self._source.request_keyframe("join")
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -281,18 +336,27 @@ class SubscriberTrack(MediaStreamTrack):
             self._offset = start - timestamp
             self._generation = item.generation
         out = timestamp + self._offset
+        if self._last_out is not None and out <= self._last_out:
+            # A switch to the low rendition can land a frame or two back in time (it is
+            # made from frames that arrived a moment earlier): keep timestamps rising.
+            out = self._last_out + 1
         self._last_out = out
         self._last_received_at = item.frame.received_at
         self.frames_sent += 1
-        self._room_track.telemetry().frame_forwarded(self.kind, len(item.payloads), item.octets)
+        self.packets_sent += len(item.payloads)
+        self._home.telemetry().frame_forwarded(self.kind, len(item.payloads), item.octets)
         return item.payloads, out & 0xFFFFFFFF
 
     def request_keyframe(self) -> None:
         """The classroom sent a PLI or FIR."""
-        self._room_track.request_keyframe("subscriber")
+        source = self._pending or self._source
+        if source is not None:
+            source.request_keyframe("subscriber")
 
     def stop(self) -> None:
         super().stop()
-        self._room_track.unsubscribe(self)
+        for track in (self._home, self._source, self._pending):
+            if track is not None:
+                track.unsubscribe(self)
         self._queue.clear()
         self._ready.set()

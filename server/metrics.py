@@ -6,9 +6,12 @@ role, reason), never room, peer or user ids.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from server.adaptation import Level
 
 JOIN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -44,6 +47,14 @@ class RelayMetrics:
             "classcast_relay_retransmissions_total",
             "Packets classrooms asked for again (NACK): resent, or skipped as a repeat within "
             "the RTT or over the per-classroom budget.", ["outcome"], registry=registry)
+        self.classrooms_by_level = Gauge(
+            "classcast_relay_classrooms_by_level",
+            "Classrooms receiving the full stream, the low rendition or audio only, now.",
+            ["level"], registry=registry)
+        self.level_changes = Counter(
+            "classcast_relay_level_changes_total",
+            "Classrooms moved between levels by their link (or their own pin), by new level.",
+            ["level"], registry=registry)
         self.join_latency = Histogram(
             "classcast_relay_join_latency_seconds",
             "From a classroom's WHEP offer to its first forwarded video frame.",
@@ -79,6 +90,14 @@ class RelayMetrics:
 
     def keyframe_requested(self, reason: str) -> None:
         self.keyframe_requests.labels(reason).inc()
+
+    def bind_levels(self, count: Callable[[Level], int]) -> None:
+        for level in Level:
+            self.classrooms_by_level.labels(level.value).set_function(
+                functools.partial(count, level))
+
+    def level_changed(self, previous: Level, level: Level) -> None:
+        self.level_changes.labels(level.value).inc()
 
     def retransmission(self, outcome: str) -> None:
         self.retransmissions.labels(outcome).inc()

@@ -80,7 +80,8 @@ class RecorderPeer:
             attach_receiver(transceiver.receiver, assembler)
         with ice.host_addresses(("127.0.0.1",)):
             await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await self._relay.subscribe(self._room, self.pc.localDescription.sdp, SUBJECT)
+        answer = await self._relay.subscribe(self._room, self.pc.localDescription.sdp, SUBJECT,
+                                             adapt=False)
         self.session = answer.session
         await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
 

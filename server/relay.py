@@ -17,6 +17,8 @@ from aiortc.exceptions import InternalError, InvalidAccessError, OperationError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from server import ice, sdp
+from server.adaptation import Level, LevelInfo, Thresholds
+from server.adapter import ClassroomAdapter
 from server.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from server.forwarder import SubscriberTrack, same_codec
 from server.metrics import RelayMetrics
@@ -59,10 +61,13 @@ class Relay:
         self.sessions: dict[str, PeerSession] = {}
         self.listeners: list[RoomListener] = []
         self.subscriber_listeners: list[SubscriberListener] = []
+        self.adapters: dict[str, ClassroomAdapter] = {}  # by session id
         metrics.bind_counts(
             rooms_live=lambda: sum(1 for r in self.rooms if r.live),
             publishers=lambda: sum(len(r.publishers) for r in self.rooms),
             subscribers=lambda: sum(len(r.subscribers) for r in self.rooms))
+        metrics.bind_levels(lambda level: sum(
+            1 for a in self.adapters.values() if a.controller.level == level))
 
     # --- publish ----------------------------------------------------------------------------
     async def publish(self, room_name: str, offer_text: str, subject: str) -> Answer:
@@ -163,7 +168,11 @@ class Relay:
         await self.rooms.discard_if_idle(room)
 
     # --- subscribe --------------------------------------------------------------------------
-    async def subscribe(self, room_name: str, offer_text: str, subject: str) -> Answer:
+    async def subscribe(self, room_name: str, offer_text: str, subject: str,
+                        adapt: bool = True) -> Answer:
+        """A classroom (or the recorder) joins. With `adapt`, its camera video follows its
+        link: full stream, low rendition or audio only (`server.adapter`); the recorder
+        always takes the full stream."""
         started = time.monotonic()
         room = self.rooms.get(room_name)
         if room is None or not room.live:  # checked first: cheap for classrooms that poll
@@ -219,6 +228,14 @@ class Relay:
             await session.close("rejected")
             raise
         session.start_watchdog()
+        camera = next((t for t in tracks if t.source is room.tracks["video"]), None)
+        if camera is not None and adapt and self._settings.relay.adapt:
+            relay = self._settings.relay
+            adapter = ClassroomAdapter(session, camera, room, relay.adapt_interval_s,
+                                       self._metrics.level_changed,
+                                       Thresholds(up_after_s=relay.adapt_up_after_s))
+            self.adapters[session.id] = adapter
+            adapter.start()
         if not any(t.kind == "video" for t in tracks):
             for sub_listener in self.subscriber_listeners:
                 sub_listener.subscriber_joined(session)
@@ -237,6 +254,9 @@ class Relay:
         self._metrics.session_closed("subscriber", session.close_cause or "unknown")
         for listener in self.subscriber_listeners:
             listener.subscriber_left(session)
+        adapter = self.adapters.pop(session.id, None)
+        if adapter is not None:
+            await adapter.close()
         for track in tracks:
             track.stop()
         room = self.rooms.get(session.room)
@@ -281,13 +301,28 @@ class Relay:
         room = self.rooms.get(name)
         if room is None:
             raise NotFound(f"room {name!r} has no lesson now")
-        return room.info()
+        return room.info(self.level_info)
 
     def room_infos(self) -> list[RoomInfo]:
-        return sorted((room.info() for room in self.rooms), key=lambda r: r.name)
+        return sorted((room.info(self.level_info) for room in self.rooms), key=lambda r: r.name)
+
+    def level_info(self, session_id: str) -> LevelInfo | None:
+        adapter = self.adapters.get(session_id)
+        return adapter.info if adapter is not None else None
+
+    def pin_level(self, session: PeerSession, ceiling: Level | None) -> LevelInfo:
+        """A classroom's own ceiling ("低流量模式"): never above it, lower if its link says so."""
+        adapter = self.adapters.get(session.id)
+        if adapter is None:
+            raise Conflict("this session receives no camera video, so it has no level to pin")
+        adapter.pin(ceiling)
+        return adapter.info
 
     async def close(self) -> None:
         await asyncio.gather(*(s.close("shutdown") for s in list(self.sessions.values())),
                              return_exceptions=True)
+        for adapter in list(self.adapters.values()):
+            await adapter.close()
+        self.adapters.clear()
         for room in self.rooms:
             await room.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from server.adaptation import LevelInfo
 from server.forwarder import RelayTelemetry, RoomTrack
 from server.sessions import PeerSession
 from server.settings import RelaySettings
+from server.transcode import LowRendition, LowSpec
 
 KINDS = ("audio", "video")
 # A room's media lines ("slots") and their kinds: the teacher's camera and microphone, and an
@@ -41,6 +43,7 @@ class SessionInfo:
     subject: str
     state: str
     connected_for_s: float | None
+    level: LevelInfo | None = None  # a classroom's: full stream, low rendition or audio only
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class RoomInfo:
 class Room:
     def __init__(self, name: str, *, video_queue: int, audio_queue: int,
                  keyframe_interval_s: float, join_keyframe_interval_s: float,
-                 telemetry: RelayTelemetry) -> None:
+                 telemetry: RelayTelemetry, low: LowSpec | None = None) -> None:
         self.name = name
         self.publishers: list[PeerSession] = []
         self.subscribers: dict[str, PeerSession] = {}
@@ -72,6 +75,15 @@ class Room:
                                        join_keyframe_interval_s=join_keyframe_interval_s,
                                        telemetry=telemetry)
                        for slot, kind in SLOTS.items()}
+        # The camera again at 360p / 250 kbit/s for classrooms on weak links, made by the
+        # relay only while one needs it (`server.transcode`).
+        self.low: LowRendition | None = None
+        if low is not None:
+            low_track = RoomTrack("video", video_queue=video_queue, audio_queue=audio_queue,
+                                  keyframe_interval_s=keyframe_interval_s,
+                                  join_keyframe_interval_s=join_keyframe_interval_s,
+                                  telemetry=telemetry)
+            self.low = LowRendition(self.tracks["video"], low_track, low)
 
     @property
     def main_publisher(self) -> PeerSession | None:
@@ -85,12 +97,13 @@ class Room:
     def idle(self) -> bool:
         return not self.publishers and not self.subscribers
 
-    def info(self) -> RoomInfo:
+    def info(self, level_of: Callable[[str], LevelInfo | None] = lambda _: None) -> RoomInfo:
         now = time.monotonic()
 
         def session(s: PeerSession) -> SessionInfo:
             return SessionInfo(s.id, s.subject, s.state,
-                               None if s.connected_at is None else round(now - s.connected_at, 1))
+                               None if s.connected_at is None else round(now - s.connected_at, 1),
+                               level_of(s.id))
 
         return RoomInfo(
             name=self.name, live=self.live,
@@ -103,6 +116,9 @@ class Room:
                          if slot != "screen" or t.codec is not None))
 
     async def close(self) -> None:
+        if self.low is not None:
+            await self.low.close()
+            await self.low.target.close()
         for track in self.tracks.values():
             await track.close()
 
@@ -125,7 +141,10 @@ class Rooms:
             room = Room(name, video_queue=s.video_queue_frames, audio_queue=s.audio_queue_frames,
                         keyframe_interval_s=s.keyframe_interval_s,
                         join_keyframe_interval_s=s.join_keyframe_interval_s,
-                        telemetry=self._telemetry)
+                        telemetry=self._telemetry,
+                        low=LowSpec(height=s.low_height, kbps=s.low_kbps,
+                                    keyframe_s=s.low_keyframe_s, idle_s=s.low_idle_s)
+                        if s.adapt else None)
             self._rooms[name] = room
         return room
 

@@ -86,6 +86,28 @@ class RelaySettings:
     retry_after_s: int = _setting(
         5, "Retry-After (seconds) sent with 409 to classrooms that join before the lesson."
     )
+    adapt: bool = _setting(
+        True, "Move each classroom between the full stream, the low rendition and audio only "
+        "by what its link reports (REMB, loss, NACKs)."
+    )
+    adapt_interval_s: float = _setting(
+        1.0, "How often each classroom's link is read to decide its level."
+    )
+    adapt_up_after_s: float = _setting(
+        8.0, "How long a classroom's link must stay clean before it is moved up a level (doubled, "
+        "up to 64 s, each time a move up fails)."
+    )
+    low_height: int = _setting(
+        360, "Picture height of the low rendition made for classrooms on weak links."
+    )
+    low_kbps: int = _setting(250, "Bitrate of the low rendition (kbit/s).")
+    low_keyframe_s: float = _setting(
+        2.0, "Keyframe interval of the low rendition (seconds): how soon a classroom moved to it "
+        "gets a picture when the teacher's stream ignores keyframe requests."
+    )
+    low_idle_s: float = _setting(
+        30.0, "Stop a room's low rendition this long after the last classroom left it."
+    )
 
 
 @dataclass(frozen=True)

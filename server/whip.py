@@ -1,12 +1,17 @@
 """WHIP (RFC 9725) and WHEP endpoints: `POST /whip/{room}`, `POST /whep/{room}`, and the
-session resources they create (`PATCH` trickle ICE, `DELETE`, `OPTIONS`)."""
+session resources they create (`PATCH` trickle ICE, `DELETE`, `OPTIONS`), plus a classroom
+session's level (`GET`/`PUT /whep/{room}/{session}/level`: full stream, low rendition or
+audio only, and the ceiling the classroom pinned)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from aiohttp import web
 
 from server import sdp
-from server.errors import Unprocessable
+from server.adaptation import Level
+from server.errors import BadRequest, Conflict, Unprocessable
 from server.http import CORS_HEADERS, claims, read_body
 from server.keys import RELAY_KEY, SETTINGS_KEY
 from server.sessions import PeerSession, Role
@@ -100,6 +105,31 @@ async def options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
+async def get_level(request: web.Request) -> web.Response:
+    session = _session(request, Role.SUBSCRIBER)
+    info = request.app[RELAY_KEY].level_info(session.id)
+    if info is None:
+        raise Conflict("this session receives no camera video, so it has no level")
+    return web.json_response(dataclasses.asdict(info), headers=CORS_HEADERS)
+
+
+async def put_level(request: web.Request) -> web.Response:
+    """`{"pin": "low"}` keeps the classroom at the low rendition or below ("低流量模式"),
+    `{"pin": "audio"}` at audio only, `{"pin": null}` lets its link decide again."""
+    session = _session(request, Role.SUBSCRIBER)
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest('the body must be JSON, e.g. {"pin": "low"}') from exc
+    pins = [level.value for level in Level]
+    if not isinstance(body, dict) or "pin" not in body or (
+            body["pin"] is not None and body["pin"] not in pins):
+        raise BadRequest(f'"pin" must be one of {", ".join(pins)} or null')
+    ceiling = None if body["pin"] is None else Level(body["pin"])
+    info = request.app[RELAY_KEY].pin_level(session, ceiling)
+    return web.json_response(dataclasses.asdict(info), headers=CORS_HEADERS)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/whip/{room}", whip_post)
     app.router.add_post("/whep/{room}", whep_post)
@@ -107,6 +137,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/whep/{room}/{session}", whep_patch)
     app.router.add_delete("/whip/{room}/{session}", whip_delete)
     app.router.add_delete("/whep/{room}/{session}", whep_delete)
+    app.router.add_get("/whep/{room}/{session}/level", get_level)
+    app.router.add_put("/whep/{room}/{session}/level", put_level)
     for path in ("/whip/{room}", "/whep/{room}", "/whip/{room}/{session}",
-                 "/whep/{room}/{session}"):
+                 "/whep/{room}/{session}", "/whep/{room}/{session}/level"):
         app.router.add_route("OPTIONS", path, options)

@@ -121,11 +121,12 @@ class Peers:
         return str(self.client.make_url(path))
 
     async def publish(self, room: str, codec: str = "video/H264", audio: bool = True,
-                      video: bool = True) -> tuple[WhipSession, PatternVideoTrack | None]:
+                      video: bool = True, size: tuple[int, int] = (320, 240)
+                      ) -> tuple[WhipSession, PatternVideoTrack | None]:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         vtrack = None
         if video:
-            vtrack = PatternVideoTrack()
+            vtrack = PatternVideoTrack(*size)
             t = pc.addTransceiver(vtrack, direction="sendonly")
             caps = RTCRtpSender.getCapabilities("video").codecs
             t.setCodecPreferences([c for c in caps if c.mimeType in (codec, "video/rtx")])
