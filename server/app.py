@@ -24,6 +24,7 @@ from server.http import error_middleware
 from server.keys import (
     ATTENDANCE_KEY,
     CATALOG_KEY,
+    CHANNELS_KEY,
     CLASSROOMS_KEY,
     ISSUER_KEY,
     METRICS_KEY,
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _relay(app: web.Application) -> AsyncIterator[None]:
     relay = Relay(app[SETTINGS_KEY], app[METRICS_KEY])
     app[RELAY_KEY] = relay
+    relay.listeners.append(app[CHANNELS_KEY])  # classroom pages hear when a lesson starts
     monitor = ClassroomMonitor(relay)
     app[CLASSROOMS_KEY] = monitor
     monitor.start()

@@ -6,7 +6,8 @@ A classroom page (a token that may watch the room) sends
   {"type": "stats", "session": "<WHEP session id>", "fps": …, "kbps": …, "lost": …,
    "freezes": …}                           what its player measures (shown to the teacher)
 and receives {"type": "hello", "role": "classroom", "questions": []}, then "asked" and
-"answered" events for the questions it sent.
+"answered" events for the questions it sent, and {"type": "live"} when the room's lesson
+starts (a page waiting for it joins at once).
 
 A teacher page (a token that may publish to the room) sends {"type": "answer", "id": N} and
 receives {"type": "hello", "role": "teacher", "questions": [...], "classrooms": [...]}, every
@@ -26,13 +27,14 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from server.classrooms import PageReport
 from server.errors import BadRequest, ClassCastError
 from server.http import claims
-from server.keys import CHANNELS_KEY, CLASSROOMS_KEY, QUESTIONS_KEY, OpenSockets
+from server.keys import CHANNELS_KEY, CLASSROOMS_KEY, QUESTIONS_KEY
 from server.questions import Question
+from server.sockets import OpenSocket, RoomSockets
 from server.whip import room_name
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,8 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     await ws.send_json(hello)
     board.listeners.append(listener)
     writer = asyncio.create_task(write(), name=f"ws-writer-{room}")
-    request.app[CHANNELS_KEY].sockets.add(ws)
+    registered = OpenSocket(room, teacher, ws, push)
+    request.app[CHANNELS_KEY].add(registered)
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -100,7 +103,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
             if writer.done():
                 break
     finally:
-        request.app[CHANNELS_KEY].sockets.discard(ws)
+        request.app[CHANNELS_KEY].remove(registered)
         board.listeners.remove(listener)
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
@@ -155,13 +158,12 @@ def handle(request: web.Request, room: str, subject: str, teacher: bool, data: s
 
 
 async def close_all(app: web.Application) -> None:
-    """At shutdown: tell every page the server is going away (they reconnect by themselves),
-    so no handler holds the shutdown up."""
-    for ws in list(app[CHANNELS_KEY].sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    await app[CHANNELS_KEY].close_all()
 
 
 def add_routes(app: web.Application) -> None:
-    app[CHANNELS_KEY] = OpenSockets()
+    """The route, the open-socket registry (the app adds it to the relay's room listeners),
+    and closing every socket at shutdown."""
+    app[CHANNELS_KEY] = RoomSockets()
     app.on_shutdown.append(close_all)
     app.router.add_get("/ws/{room}", socket)

@@ -15,6 +15,7 @@ from server.schools.attendance import AttendanceService
 from server.schools.registry import Registry
 from server.schools.timetable import Timetable
 from server.settings import Settings
+from server.sockets import RoomSockets
 from server.storage import S3Store
 from server.tokens import TokenIssuer
 
@@ -29,16 +30,7 @@ CATALOG_KEY = web.AppKey("catalog", Catalog)
 PROXY_PLAYBACK_KEY = web.AppKey("proxy_playback", bool)
 QUESTIONS_KEY = web.AppKey("questions", QuestionBoard)
 CLASSROOMS_KEY = web.AppKey("classrooms", ClassroomMonitor)
-
-
-class OpenSockets:
-    """The room channel's open WebSockets, closed at shutdown (server.channel)."""
-
-    def __init__(self) -> None:
-        self.sockets: set[web.WebSocketResponse] = set()
-
-
-CHANNELS_KEY = web.AppKey("channels", OpenSockets)
+CHANNELS_KEY = web.AppKey("channels", RoomSockets)
 # the school registry (REGISTRY_KEY above is Prometheus's), timetable and attendance
 SCHOOL_REGISTRY_KEY = web.AppKey("school_registry", Registry)
 TIMETABLE_KEY = web.AppKey("timetable", Timetable)

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -581,3 +581,29 @@ async def test_classroom_plays_again_after_the_server_restarts(
         console.errors.clear()
     finally:
         await site.stop()
+
+
+async def test_a_waiting_classroom_joins_as_soon_as_the_lesson_starts(
+        aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings,
+        chromium: BrowserContext, console: Console) -> None:
+    """Retry-After is 60 s here: the classroom joins within seconds of Go live because the
+    room channel tells it the lesson started, not because its wait ran out."""
+    slow = dataclasses.replace(settings, relay=dataclasses.replace(settings.relay,
+                                                                    retry_after_s=60))
+    client = await aiohttp_client(create_app(slow))
+
+    def token(role: str, room: str | None = None, ttl_s: int = 3600, subject: str = "") -> str:
+        return client.app[ISSUER_KEY].mint(Role(role), room, ttl_s, subject)
+
+    room = "maths-11"
+    classroom = await open_classroom(chromium, client, token, room, console)
+    await classroom.wait_for_function(
+        f"{STATE} === 'waiting' && /5\\d 秒后/.test(document.getElementById('state')"
+        ".textContent)")
+    await classroom.wait_for_function("!document.getElementById('hand').disabled")  # channel up
+    await go_live(chromium, client, token, room, console)
+    await classroom.wait_for_function(f"{FRAMES_DECODED} > 10", timeout=15_000)
+    assert await classroom.evaluate(STATE) == "live"
+    # The first WHEP attempt was answered 409 (the protocol); Chromium logs that load.
+    assert all("status of 409" in e for e in console.errors), console.errors
+    console.errors.clear()

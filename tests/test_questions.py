@@ -242,3 +242,20 @@ async def test_questions_are_kept_when_the_server_shuts_down_mid_lesson(
     manifest = await finished_manifest(again.app[STORE_KEY])
     assert manifest.status == "interrupted"
     assert [(q.classroom, q.text) for q in manifest.questions] == [("west", "还有作业吗？")]
+
+
+async def test_classroom_pages_hear_when_their_lesson_starts(
+        client: TestClient, token: Callable[..., str], peers: Peers) -> None:
+    room = "live-ws"
+    classroom = await connect(client, room, token("classroom", room))
+    other = await connect(client, "other-room", token("classroom", "other-room"))
+    teacher = await connect(client, room, token("teacher", room))
+    for ws in (classroom, other, teacher):
+        await receive(ws, "hello")
+    await peers.publish(room)
+    assert (await receive(classroom, "live")) == {"type": "live"}
+    # only that room's classrooms: the other room's page hears nothing
+    await other.send_json({"type": "hand"})
+    assert (await asyncio.wait_for(other.receive_json(), 10))["type"] == "asked"
+    for ws in (classroom, other, teacher):
+        await ws.close()

@@ -32,6 +32,7 @@ let quality = null; // the last sample: {fps, kbps, lost, framesDecoded, audioPa
 let session = null;
 let channel = null;
 let channelOpen = false;
+let liveWake = null; // AbortController of the wait before the next join, while there is one
 let askError = "";
 /** @type {Map<number, any>} the hands and questions this page sent */
 const mine = new Map();
@@ -80,6 +81,10 @@ function renderQuestions() {
 }
 
 function onChannelMessage(message) {
+  if (message.type === "live") {
+    liveWake?.abort(new DOMException("the lesson started", "AbortError"));
+    return;
+  }
   if (message.type === "asked" || message.type === "answered") {
     mine.set(message.question.id, message.question);
     askError = "";
@@ -159,8 +164,17 @@ async function keepWatching(signal) {
     }
     await dropSession();
     const seconds = waitS ?? backoff.next();
-    await countdown(seconds, (left) => show(key === "class.state.waiting" ? "waiting" :
-      "reconnecting", key, { seconds: left, message }), signal);
+    // The room channel says {"type": "live"} when the lesson starts: stop waiting then.
+    const wake = new AbortController();
+    liveWake = wake;
+    try {
+      await countdown(seconds, (left) => show(key === "class.state.waiting" ? "waiting" :
+        "reconnecting", key, { seconds: left, message }), AbortSignal.any([signal, wake.signal]));
+    } catch (err) {
+      if (signal.aborted || !wake.signal.aborted) throw err;
+    } finally {
+      liveWake = null;
+    }
   }
 }
 
