@@ -6,7 +6,11 @@
 - subscribe: N WHEP sessions that never decode: the project's `FrameAssembler` replaces each
   receiver's jitter buffer, so a subscriber only reassembles frames and records (frame key,
   arrival time). `--no-connect` makes peers that complete the WHEP POST but never apply the
-  answer, so ICE never connects (a stalled classroom).
+  answer, so ICE never connects (a stalled classroom). `--audio-times` also records the
+  arrival time of every Opus packet.
+
+`--ice-address` (repeatable; default 127.0.0.1) is the address the peers gather ICE candidates
+on: a peer in a network namespace (benchmarks/weak_link.py) gives its namespace's address.
 
 Both print JSON lines on stdout (`{"event": ...}`) for the orchestrator, stop on SIGTERM and
 then write their records as JSON to `--out`. Times are `time.time()` (one machine, one clock).
@@ -94,7 +98,7 @@ async def publish(args: argparse.Namespace) -> None:
         if pc.connectionState == "connected":
             connected.set()
 
-    session = WhipSession(args.url, args.token, ice_addresses=LOOPBACK, pc=pc)
+    session = WhipSession(args.url, args.token, ice_addresses=ice_addresses(args), pc=pc)
     started = time.time()
     await session.start()
     await asyncio.wait_for(connected.wait(), 20)
@@ -112,7 +116,8 @@ async def publish(args: argparse.Namespace) -> None:
 class Subscriber:
     """One classroom: a WHEP session whose receivers reassemble frames without decoding."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, addresses: tuple[str, ...] = LOOPBACK,
+                 audio_times: bool = False) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         video = self.pc.addTransceiver("video", direction="recvonly")
         video.setCodecPreferences(h264_preferences())
@@ -120,13 +125,15 @@ class Subscriber:
         audio.setCodecPreferences(opus_preferences())
         attach_receiver(video.receiver, FrameAssembler("video", "H264", self._on_video))
         attach_receiver(audio.receiver, FrameAssembler("audio", "opus", self._on_audio))
-        self.session = WhipSession(url, token, ice_addresses=LOOPBACK, pc=self.pc)
+        self.addresses = addresses
+        self.session = WhipSession(url, token, ice_addresses=addresses, pc=self.pc)
         self.started_at: float | None = None
         self.first_video_at: float | None = None
         self.error: str | None = None
         self.session_id = ""
         self.video: list[tuple[int, int, float]] = []  # (frame key, RTP timestamp, arrival)
         self.audio_frames = 0
+        self.audio_times: list[float] | None = [] if audio_times else None
         self.has_first_frame = asyncio.Event()
 
     def _on_video(self, frame: EncodedFrame) -> None:
@@ -138,6 +145,8 @@ class Subscriber:
 
     def _on_audio(self, frame: EncodedFrame) -> None:
         self.audio_frames += 1
+        if self.audio_times is not None:
+            self.audio_times.append(time.time())
 
     async def join(self) -> None:
         self.started_at = time.time()
@@ -151,7 +160,7 @@ class Subscriber:
     async def join_without_connecting(self, url: str, token: str) -> None:
         """POST the offer, get the 201, never apply the answer: ICE never connects."""
         self.started_at = time.time()
-        with ice.host_addresses(LOOPBACK):
+        with ice.host_addresses(self.addresses):
             await self.pc.setLocalDescription(await self.pc.createOffer())
         async with aiohttp.ClientSession() as http, http.post(
                 url, data=self.pc.localDescription.sdp,
@@ -165,13 +174,17 @@ class Subscriber:
     def record(self) -> dict[str, Any]:
         join_s = (None if self.first_video_at is None or self.started_at is None
                   else self.first_video_at - self.started_at)
-        return {"join_s": join_s, "error": self.error, "video": self.video,
-                "audio_frames": self.audio_frames, "session": self.session_id}
+        record: dict[str, Any] = {"join_s": join_s, "error": self.error, "video": self.video,
+                  "audio_frames": self.audio_frames, "session": self.session_id}
+        if self.audio_times is not None:
+            record["audio_times"] = self.audio_times
+        return record
 
 
 async def subscribe(args: argparse.Namespace) -> None:
     stop = stop_event()
-    subs = [Subscriber(args.url, args.token) for _ in range(args.n)]
+    subs = [Subscriber(args.url, args.token, ice_addresses(args), args.audio_times)
+            for _ in range(args.n)]
     tasks: list[asyncio.Task[None]] = []
 
     async def later(delay: float, coro: Coroutine[Any, Any, None]) -> None:
@@ -201,6 +214,10 @@ async def subscribe(args: argparse.Namespace) -> None:
     await write_json(args.out, {"subs": [s.record() for s in subs]})
 
 
+def ice_addresses(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(args.ice_address) or LOOPBACK
+
+
 # --- entry point ------------------------------------------------------------------------------
 def run(coro: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
     if use_uvloop:
@@ -213,6 +230,8 @@ def run(coro: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--ice-address", action="append", default=[],
+                        help="address to gather ICE candidates on (default 127.0.0.1)")
     commands = parser.add_subparsers(dest="command", required=True)
     pub = commands.add_parser("publish")
     pub.add_argument("--url", required=True)
@@ -227,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_argument("--stagger", type=float, default=0.1, help="seconds between joins")
     sub.add_argument("--join-timeout", type=float, default=30.0)
     sub.add_argument("--no-connect", action="store_true")
+    sub.add_argument("--audio-times", action="store_true",
+                     help="record every Opus packet's arrival time")
     sub.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
