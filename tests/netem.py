@@ -208,6 +208,24 @@ class Namespace:
             raise value
         return value
 
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Move the calling thread into this namespace for the block, then back. Whatever the
+        thread opens meanwhile (sockets, listening servers, processes it starts) lives here:
+        e.g. a benchmark's main thread enters the server namespace for a whole asyncio run.
+        Not across awaits of a loop that other tasks share, unless they all belong here."""
+        original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _enter(self.name)
+            try:
+                yield
+            finally:
+                if _libc.setns(original, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise NetemError(f"could not leave {self.name}: {os.strerror(err)}")
+        finally:
+            os.close(original)
+
     def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM,
                ) -> socket.socket:
         """A socket in this namespace, usable from any thread of this process."""

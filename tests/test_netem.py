@@ -274,6 +274,28 @@ def test_profile_changes_at_run_time(netem: NetworkFactory,
           f"clean again {len(back)}/200")
 
 
+def test_a_thread_enters_a_namespace_and_comes_back(netem: NetworkFactory) -> None:
+    net = netem()
+    server = net.server.address
+    with net.server.entered():
+        inside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        inside.bind((server or "", 0))  # the address exists only in the server namespace
+        child = subprocess.run(["ip", "-br", "addr", "show", "eth0"], capture_output=True,
+                               check=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as outside, \
+            pytest.raises(OSError, match="Cannot assign requested address"):
+        outside.bind((server or "", 0))
+    assert f"{server}/24".encode() in child.stdout  # processes started inside are inside
+    classroom = net.classrooms[0]
+    receiver = classroom.socket()
+    receiver.bind((classroom.address or "", 0))
+    receiver.settimeout(5)
+    inside.sendto(b"from inside", receiver.getsockname())
+    assert receiver.recvfrom(100) == (b"from inside", (server, inside.getsockname()[1]))
+    inside.close()
+    receiver.close()
+
+
 # --- cleanup ------------------------------------------------------------------------------------
 def test_nothing_is_left_after_the_context_even_on_failure() -> None:
     with pytest.raises(RuntimeError, match="the test body failed"), \
