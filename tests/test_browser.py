@@ -201,6 +201,23 @@ async def test_teacher_page_publishes_and_classroom_pages_play(
     names = await teach.locator("#classrooms li .who").all_inner_texts()
     assert sorted(n.split()[0] for n in names) == ["north-school", "south-school"]
 
+    # Another microphone while live: the sender's track is replaced in the same session, and
+    # the classrooms keep hearing the lesson.
+    await teach.get_by_text("摄像头、麦克风和视频编码").click()  # open the settings
+    mics = await teach.locator("#mic-device option").all()
+    assert len(mics) >= 2 and await teach.locator("#camera-device option").count() >= 1
+    location = await teach.evaluate("window.classcast.session.location")
+    before = await teach.evaluate("window.classcast.stream.getAudioTracks()[0].id")
+    await teach.get_by_label("麦克风").select_option(await mics[-1].get_attribute("value"))
+    await teach.wait_for_function(
+        f"window.classcast.stream.getAudioTracks()[0].id !== {before!r} &&"
+        " window.classcast.session.pc.getSenders().some(s => s.track &&"
+        " s.track === window.classcast.stream.getAudioTracks()[0])")
+    assert await teach.evaluate("window.classcast.session.location") == location
+    await teach.get_by_text("摄像头、麦克风和视频编码").click()  # close the settings again
+    packets = int(await classrooms[0].evaluate(AUDIO_PACKETS))
+    await classrooms[0].wait_for_function(f"{AUDIO_PACKETS} > {packets + 50}")
+
     response = await client.get(f"/api/rooms/{room}",
                                 headers={"Authorization": f"Bearer {token('admin')}"})
     info = await response.json()

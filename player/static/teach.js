@@ -24,7 +24,8 @@ const els = {
   recordState: $("record-state"), channel: $("channel"), questions: $("questions"),
   questionsTitle: $("questions-title"), questionsEmpty: $("questions-empty"),
   classrooms: $("classrooms"), classroomsTitle: $("classrooms-title"),
-  classroomsEmpty: $("classrooms-empty"),
+  classroomsEmpty: $("classrooms-empty"), cameraDevice: $("camera-device"),
+  micDevice: $("mic-device"),
 };
 
 // What the state line shows: a key plus its placeholder values, re-rendered on language change.
@@ -159,6 +160,7 @@ function openCamera() {
     }).then((media) => {
       stream = media;
       els.preview.srcObject = media;
+      listDevices();
       return media;
     }, (err) => {
       camera = null; // let the next Go live ask again
@@ -301,6 +303,57 @@ function stopShare() {
   republish?.("screen-off");
 }
 
+// --- camera and microphone choice ---------------------------------------------------------
+
+const DEVICE_KINDS = { video: { select: "cameraDevice", device: "videoinput", label: "camera" },
+                       audio: { select: "micDevice", device: "audioinput", label: "mic" } };
+
+/** Fill the camera and microphone lists (labels are known once access was granted). */
+async function listDevices() {
+  let devices = [];
+  try {
+    devices = await navigator.mediaDevices.enumerateDevices();
+  } catch (err) {
+    console.warn("cannot list the devices:", err);
+  }
+  for (const [kind, how] of Object.entries(DEVICE_KINDS)) {
+    const select = els[how.select];
+    const current = stream?.getTracks().find((tr) => tr.kind === kind)?.getSettings().deviceId;
+    const found = devices.filter((d) => d.kind === how.device);
+    select.replaceChildren(...found.map((d, i) => {
+      const option = document.createElement("option");
+      option.value = d.deviceId;
+      option.textContent = d.label || t(`teach.device.${how.label}`, { n: i + 1 });
+      option.selected = d.deviceId === current;
+      return option;
+    }));
+    select.disabled = found.length < 2;
+  }
+}
+
+/** Use another camera or microphone; a live lesson keeps going (the sender's track is
+ * replaced, no new session). */
+async function switchDevice(kind) {
+  const deviceId = els[DEVICE_KINDS[kind].select].value;
+  const old = stream?.getTracks().find((tr) => tr.kind === kind);
+  if (!stream || !deviceId || old?.getSettings().deviceId === deviceId) return;
+  try {
+    const media = await navigator.mediaDevices.getUserMedia(
+      kind === "video" ? { video: { deviceId: { exact: deviceId } } }
+        : { audio: { deviceId: { exact: deviceId }, echoCancellation: true } });
+    const fresh = media.getTracks()[0];
+    const sender = session?.pc.getSenders().find((s) => s.track && s.track === old);
+    if (sender) await sender.replaceTrack(fresh);
+    if (old) {
+      stream.removeTrack(old);
+      old.stop();
+    }
+    stream.addTrack(fresh);
+  } catch (err) {
+    show("error", "teach.device.error", { message: err.message || err.name });
+  }
+}
+
 // --- recording ---------------------------------------------------------------------------
 
 async function recordingRequest(init) {
@@ -376,6 +429,8 @@ function init() {
   els.golive.addEventListener("click", goLive);
   els.end.addEventListener("click", endLesson);
   els.share.addEventListener("click", toggleShare);
+  els.cameraDevice.addEventListener("change", () => switchDevice("video"));
+  els.micDevice.addEventListener("change", () => switchDevice("audio"));
   els.record.addEventListener("click", toggleRecording);
   if (!navigator.mediaDevices?.getDisplayMedia) els.share.disabled = true;
   channel = new RoomChannel(channelUrl(location.href, room, token), {
@@ -387,6 +442,7 @@ function init() {
   setInterval(() => { if (lesson) refreshRecording(); }, RECORDING_POLL_MS);
   // Leaving the page ends the session at once instead of after the relay's ICE timeout.
   window.addEventListener("pagehide", () => session?.close());
+  navigator.mediaDevices?.addEventListener?.("devicechange", () => { if (stream) listDevices(); });
   openCamera().then(() => {
     if (!lesson) show("idle", "teach.state.idle");
   }, (err) => {
