@@ -1,6 +1,6 @@
 """The pages' JavaScript: `tsc --checkJs` over player/static (TypeScript pinned in package.json,
 installed by `make install` with `npm ci`) and node's test runner over the DOM-free modules
-(player/tests/*.test.js: whip.js, channel.js, retry.js, quality.js)."""
+(player/tests/*.test.js: whip.js, channel.js, retry.js, quality.js, params.js)."""
 
 from __future__ import annotations
 
