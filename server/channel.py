@@ -27,7 +27,7 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from server.classrooms import PageReport
 from server.errors import BadRequest, ClassCastError
@@ -73,14 +73,20 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
         return [c.to_json() for c in monitor.classrooms(room)]
 
     async def write() -> None:
-        while True:
-            try:
-                message = await asyncio.wait_for(outbox.get(), CLASSROOMS_EVERY_S)
-            except TimeoutError:
-                if not teacher:
-                    continue
-                message = {"type": "classrooms", "classrooms": classrooms()}
-            await ws.send_json(message)
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(outbox.get(), CLASSROOMS_EVERY_S)
+                except TimeoutError:
+                    if not teacher:
+                        continue
+                    message = {"type": "classrooms", "classrooms": classrooms()}
+                await ws.send_json(message)
+        finally:
+            # Ended (the page left, or it stopped reading and was cut off): closing the socket
+            # ends the handler's read loop too.
+            if not ws.closed:
+                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER)
 
     hello: dict[str, Any] = {"type": "hello", "role": "teacher" if teacher else "classroom",
                              "questions": [q.to_json() for q in board.questions] if teacher
@@ -100,8 +106,6 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
                 handle(request, room, who.subject, teacher, msg.data, mine)
             except ClassCastError as exc:
                 push({"type": "error", "error": exc.code, "message": exc.message})
-            if writer.done():
-                break
     finally:
         request.app[CHANNELS_KEY].remove(registered)
         board.listeners.remove(listener)
