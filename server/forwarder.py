@@ -35,6 +35,8 @@ class RelayTelemetry(Protocol):
 
     def retransmission(self, outcome: str) -> None: ...
 
+    def gop_replayed(self, frames: int) -> None: ...
+
 
 class NullTelemetry:
     def frame_forwarded(self, kind: str, packets: int, octets: int) -> None:
@@ -49,6 +51,9 @@ class NullTelemetry:
     def retransmission(self, outcome: str) -> None:
         pass
 
+    def gop_replayed(self, frames: int) -> None:
+        pass
+
 
 @dataclass(frozen=True, slots=True)
 class RelayFrame:
@@ -61,6 +66,10 @@ class RelayFrame:
 
 
 KeyframeRequest = Callable[[], Awaitable[None]]
+
+KEYFRAME_ANSWER_S = 1.0  # a source that sends no keyframe this soon after a request ignores them
+GOP_CACHE_FRAMES = 300  # 10 s at 30 fps
+GOP_CACHE_OCTETS = 4 * 1024 * 1024
 
 
 def same_codec(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
@@ -88,6 +97,14 @@ class RoomTrack:
         self._pump: asyncio.Task[None] | None = None
         self.frames_in = 0
         self.octets_in = 0  # payload bytes received: what a classroom on this track is sent
+        # The frames since the last keyframe, for a source that ignores keyframe requests
+        # (a file or camera through `classcast ingest`): a classroom joining it, or moving
+        # to it, starts from these at once instead of waiting up to a whole GOP.
+        self._gop: list[tuple[EncodedFrame, int]] = []
+        self._gop_octets = 0
+        self._asked_at: float | None = None  # an unanswered keyframe request
+        self.answers_keyframes = True  # until a request goes unanswered
+        self._answered_in_row = 0
 
     # --- source side ------------------------------------------------------------------------
     @property
@@ -120,12 +137,49 @@ class RoomTrack:
             return  # a late frame from a replaced session
         self.frames_in += 1
         self.octets_in += len(frame.data)
+        if self.kind == "video":
+            self._remember(frame, generation)
         if not self._subscribers:
             return
         payloads = self._packetizer(frame.data)
         relay_frame = RelayFrame(frame, payloads, sum(map(len, payloads)), generation)
         for subscriber in list(self._subscribers):
             subscriber.offer(relay_frame, self)
+
+    def _remember(self, frame: EncodedFrame, generation: int) -> None:
+        if self._asked_at is not None:
+            waited = frame.received_at - self._asked_at
+            if frame.keyframe or waited > KEYFRAME_ANSWER_S:
+                answered = frame.keyframe and waited <= KEYFRAME_ANSWER_S
+                # One unanswered request makes a source deaf; it takes two answered in a row
+                # to undo (a long GOP's own keyframe can land just after a request).
+                self._answered_in_row = self._answered_in_row + 1 if answered else 0
+                self.answers_keyframes = answered and (self.answers_keyframes
+                                                       or self._answered_in_row >= 2)
+                self._asked_at = None
+        if frame.keyframe:
+            self._gop, self._gop_octets = [], 0
+        elif not self._gop:
+            return  # no keyframe to start from
+        self._gop.append((frame, generation))
+        self._gop_octets += len(frame.data)
+        if len(self._gop) > GOP_CACHE_FRAMES or self._gop_octets > GOP_CACHE_OCTETS:
+            self._gop, self._gop_octets = [], 0  # too long a GOP to replay: wait for the next
+
+    @property
+    def cached_keyframe_at(self) -> float | None:
+        """Arrival time of the keyframe the GOP cache starts with, if it holds one."""
+        return self._gop[0][0].received_at if self._gop else None
+
+    def _replay(self, track: SubscriberTrack) -> None:
+        """Hand a joining classroom the current GOP, if the source will not send a keyframe."""
+        if self.answers_keyframes or not self._gop or self._packetizer is None:
+            return
+        frames = [(f, g) for f, g in self._gop if g == self.generation]
+        for frame, generation in frames:
+            payloads = self._packetizer(frame.data)
+            track.offer(RelayFrame(frame, payloads, sum(map(len, payloads)), generation), self)
+        self._telemetry.gop_replayed(len(frames))
 
     # --- subscriber side --------------------------------------------------------------------
     def subscribe(self, on_first_frame: Callable[[], None] | None = None) -> SubscriberTrack:
@@ -137,6 +191,8 @@ class RoomTrack:
 
     def add(self, track: SubscriberTrack) -> None:
         self._subscribers.add(track)
+        if self.kind == "video":
+            self._replay(track)
 
     def unsubscribe(self, track: SubscriberTrack) -> None:
         self._subscribers.discard(track)
@@ -174,6 +230,8 @@ class RoomTrack:
             if source is None:
                 continue
             self._last_keyframe_request = time.monotonic()
+            if self._asked_at is None:
+                self._asked_at = self._last_keyframe_request
             for reason in sorted(reasons):
                 self._telemetry.keyframe_requested(reason)
             try:

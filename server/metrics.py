@@ -47,6 +47,10 @@ class RelayMetrics:
             "classcast_relay_retransmissions_total",
             "Packets classrooms asked for again (NACK): resent, or skipped as a repeat within "
             "the RTT or over the per-classroom budget.", ["outcome"], registry=registry)
+        self.gop_replays = Counter(
+            "classcast_relay_gop_replays_total",
+            "Classrooms started from the frames since the last keyframe, because the source "
+            "ignores keyframe requests.", registry=registry)
         self.classrooms_by_level = Gauge(
             "classcast_relay_classrooms_by_level",
             "Classrooms receiving the full stream, the low rendition or audio only, now.",
@@ -98,6 +102,9 @@ class RelayMetrics:
 
     def level_changed(self, previous: Level, level: Level) -> None:
         self.level_changes.labels(level.value).inc()
+
+    def gop_replayed(self, frames: int) -> None:
+        self.gop_replays.inc()
 
     def retransmission(self, outcome: str) -> None:
         self.retransmissions.labels(outcome).inc()
