@@ -339,7 +339,8 @@ def metric_samples(text: str, *names: str) -> dict[str, float]:
 
 DETAIL_METRICS = ("classcast_relay_dropped_frames_total",
                   "classcast_relay_keyframe_requests_total",
-                  "classcast_relay_sessions_closed_total")
+                  "classcast_relay_sessions_closed_total",
+                  "classcast_relay_level_changes_total")
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -883,6 +884,13 @@ async def run(options: Options) -> int:
         print(f"\nWarning: other processes kept up to "
               f"{max(r.other_load_cores for r in noisy):.2f} cores busy during "
               f"{len(noisy)} of {len(rows)} windows; rerun on a quiet machine to trust them.")
+    moved = [f"{SERVER_NAMES[r.server]} N = {r.n}: " + ", ".join(
+        f"{k.split('level=')[1].rstrip('}')} {v:.0f}" for k, v in sorted(r.metrics.items())
+        if k.startswith("classcast_relay_level_changes_total") and v)
+        for r in rows if any(k.startswith("classcast_relay_level_changes_total") and v
+                             for k, v in r.metrics.items())]
+    print("\nClassrooms moved off the full stream by their link (loopback should move none): "
+          + ("; ".join(moved) if moved else "none"))
     children = sorted({c for r in rows for c in r.server_children})
     if children:
         print(f"\nNote: the ClassCast server's child processes ({', '.join(children)}) are "

@@ -87,15 +87,19 @@ class Transcoder:
         encoder.open()
         return encoder
 
-    def __call__(self, frame: EncodedFrame) -> list[tuple[bytes, bool, int]]:
-        """The low rendition's encoded frames for one source frame: (data, keyframe, pts)."""
+    def __call__(self, frame: EncodedFrame, encode: bool = True
+                 ) -> list[tuple[bytes, bool, int]]:
+        """The low rendition's encoded frames for one source frame: (data, keyframe, pts).
+        With `encode` false the frame is only decoded (catching up on a backlog: every frame
+        must be decoded, but only the newest is worth encoding)."""
         out: list[tuple[bytes, bool, int]] = []
         packet = av.Packet(frame.data)
         packet.pts = frame.timestamp
         packet.time_base = Fraction(1, VIDEO_CLOCK)
         for picture in self._decoder.decode(packet):
             assert isinstance(picture, VideoFrame)
-            out += self._encode(picture, frame.timestamp)
+            if encode:
+                out += self._encode(picture, frame.timestamp)
         return out
 
     def _encode(self, picture: VideoFrame, pts: int) -> list[tuple[bytes, bool, int]]:
@@ -192,8 +196,10 @@ class LowRendition:
                 transcoder = self._transcoder
                 assert transcoder is not None
                 self.frames_in += 1
+                # a backlog (a cached GOP handed over at start, or a slow moment): decode it all,
+                # encode only the newest
                 encoded, spent = await loop.run_in_executor(
-                    executor, _timed, transcoder, item.frame)
+                    executor, _timed, transcoder, item.frame, feed.queued == 0)
                 self.cpu_s += spent
                 for data, keyframe, pts in encoded:
                     self.frames_out += 1
@@ -205,8 +211,8 @@ class LowRendition:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _timed(transcoder: Transcoder,
-           frame: EncodedFrame) -> tuple[list[tuple[bytes, bool, int]], float]:
+def _timed(transcoder: Transcoder, frame: EncodedFrame,
+           encode: bool) -> tuple[list[tuple[bytes, bool, int]], float]:
     started = time.thread_time()
-    result = transcoder(frame)
+    result = transcoder(frame, encode)
     return result, time.thread_time() - started
