@@ -624,3 +624,33 @@ async def test_a_waiting_classroom_joins_as_soon_as_the_lesson_starts(
     # The first WHEP attempt was answered 409 (the protocol); Chromium logs that load.
     assert all("status of 409" in e for e in console.errors), console.errors
     console.errors.clear()
+
+
+async def test_low_data_mode_moves_a_classroom_to_the_low_rendition(
+        client: TestClient, token: Callable[..., str], chromium: BrowserContext,
+        console: Console) -> None:
+    """低流量模式: the classroom pins the low rendition (made by the relay from the teacher's
+    stream), keeps playing, says so, and a deeper jitter buffer is set; off, it climbs back."""
+    room = "chem-8"
+    await go_live(chromium, client, token, room, console)
+    classroom = await open_classroom(chromium, client, token, room, console)
+    await wait_playing(classroom)
+    await classroom.get_by_role("button", name="低流量模式").click()
+    await classroom.wait_for_function(
+        "window.classcast.level?.level === 'low' && window.classcast.level.pinned === 'low'")
+    frames = int(await classroom.evaluate(FRAMES_DECODED))
+    await classroom.wait_for_function(f"{FRAMES_DECODED} > {frames + 40}")  # low frames play
+    assert await classroom.get_by_role("button", name="低流量模式：开").get_attribute(
+        "aria-pressed") == "true"
+    assert await classroom.locator("#level").inner_text() == "低流量模式：流畅画质"
+    assert await classroom.evaluate(
+        "window.classcast.session.pc.getReceivers().every(r => r.jitterBufferTarget === 400)")
+    info = await (await client.get(f"/api/rooms/{room}", headers={
+        "Authorization": f"Bearer {token('admin')}"})).json()
+    assert [s["level"]["level"] for s in info["subscribers"]] == ["low"]
+    await shoot(classroom, "class-lowdata-zh")
+    # off again: the link is clean, so after the quiet period it is back on the full stream
+    await classroom.get_by_role("button", name="低流量模式：开").click()
+    await classroom.wait_for_function("window.classcast.level?.level === 'full'",
+                                      timeout=30_000)
+    assert await classroom.locator("#level").is_hidden()

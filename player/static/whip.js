@@ -347,6 +347,34 @@ class Session {
     this.closing = null;
   }
 
+  /**
+   * A classroom session's level (WHEP only): what the relay sends it now, and why.
+   * @returns {Promise<{level: "full"|"low"|"audio", reason: string, pinned: string|null,
+   *                    changes: number}>}
+   */
+  async level() {
+    const response = await request(`${this.location}/level`, {
+      headers: { Authorization: `Bearer ${this.token}` },
+    });
+    if (!response.ok) throw await errorOf(response);
+    return response.json();
+  }
+
+  /**
+   * Keep this classroom at `pin` or below ("low": the low rendition, "audio": sound only;
+   * null: let its link decide). The relay still moves it lower if the link says so.
+   * @param {"full"|"low"|"audio"|null} pin
+   */
+  async pinLevel(pin) {
+    const response = await request(`${this.location}/level`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ pin }),
+    });
+    if (!response.ok) throw await errorOf(response);
+    return response.json();
+  }
+
   /** End the session: DELETE its resource (best effort) and close the peer connection. */
   close() {
     if (!this.closing) {

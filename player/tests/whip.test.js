@@ -112,3 +112,33 @@ test("close DELETEs the session resource once and closes the peer connection", a
   assert.equal(calls.filter((c) => c.method === "DELETE").length, 1);
   assert.ok(FakePeerConnection.last.closed);
 });
+
+test("a classroom session reads its level and pins a ceiling with PUT", async () => {
+  const info = { level: "low", reason: "pinned by the classroom", pinned: "low", changes: 1 };
+  const { fetch, calls } = fakeFetch({
+    "POST /whep/r": created("/whep/r/s9"),
+    "GET /whep/r/s9/level": () => Response.json({ ...info, level: "full", pinned: null }),
+    "PUT /whep/r/s9/level": () => Response.json(info),
+  });
+  uninstall = installBrowser(fetch);
+  const session = await play("http://server.test/whep/r", "tok", { iceServers: [] });
+  assert.equal((await session.level()).level, "full");
+  assert.deepEqual(await session.pinLevel("low"), info);
+  const put = calls.find((c) => c.method === "PUT");
+  assert.equal(put.init.headers.Authorization, "Bearer tok");
+  assert.deepEqual(JSON.parse(put.init.body), { pin: "low" });
+});
+
+test("a level the relay refuses is a WhipError with its message", async () => {
+  const { fetch } = fakeFetch({
+    "POST /whep/r": created("/whep/r/s9"),
+    "PUT /whep/r/s9/level": () => Response.json(
+      { error: "bad_request", message: '"pin" must be one of full, low, audio or null' },
+      { status: 400 }),
+  });
+  uninstall = installBrowser(fetch);
+  const session = await play("http://server.test/whep/r", "tok", { iceServers: [] });
+  await assert.rejects(session.pinLevel(/** @type {any} */ ("ultra")),
+                       (err) => err instanceof WhipError && err.status === 400 &&
+                         /must be one of/.test(err.message));
+});
