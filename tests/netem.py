@@ -13,6 +13,8 @@ The kernel here has no `netem` qdisc, so (DESIGN.md §5):
   bridge forwards Ethernet frames by destination MAC, so all hosts share one L2 segment. Each
   network is isolated in its own namespaces, so two networks' equal addresses never meet.
   MACs are fixed and neighbour entries static: no ARP on the wire, no first-packet delay.
+  Each endpoint also has a default route on its eth0 (which leads nowhere: the namespaces have
+  no way out): without one Chromium gathers no ICE candidate and multicast (mDNS) fails.
 - Rate: `tc tbf` on the bridge's veth end towards the classroom (downstream) and on the
   classroom's own eth0 (upstream), so the rate limiter's queue is where a real modem's is.
 - Loss and one-way delay (+ jitter): the bridge process, per direction; loss applies to UDP
@@ -25,8 +27,11 @@ The kernel here has no `netem` qdisc, so (DESIGN.md §5):
 - `Namespace.run/popen/argv` run argv lists inside a namespace (`ip netns exec`, which execs:
   the child's pid is the program's own); `Namespace.socket()` opens a socket there from this
   very process (a thread that entered the namespace), so one clock times both ends;
+  `Namespace.entered()` moves the calling thread in for a block (a whole asyncio run);
   `Namespace.chromium()` writes an executable wrapper for Playwright's `executable_path`
-  (Playwright drives Chromium over pipes, which cross namespaces untouched).
+  (Playwright drives Chromium over pipes, which cross namespaces untouched); it turns off
+  Chromium's mDNS host-name candidates, which the relay cannot resolve (see
+  CHROMIUM_DISABLED_FEATURES).
 - `Network` is a context manager; on exit (also when the body raised) it ends every process in
   its namespaces (those it started gracefully, then any other by pid) and deletes them.
 
@@ -65,6 +70,28 @@ NETNS_DIR = Path("/run/netns")
 BRIDGE_SCRIPT = Path(__file__).with_name("netbridge.py")
 CHROMIUM = "/usr/bin/chromium"
 SUBNET = "198.18.0"
+
+# Chromium hides a page's host addresses behind random mDNS names (`<uuid>.local`) unless the
+# page is on loopback or has camera permission; a classroom page in a namespace is neither.
+# aioice cannot resolve them here: it asks by multicast and Chromium answers (through the
+# bridge), but dnspython rejects the answer (DecompressionForbidden: Chromium compresses the
+# name in its NSEC record), and an offer whose only candidate is an unresolved .local name
+# makes aioice drop the ICE component and gather nothing, so the relay's answer has no
+# candidates and ICE never starts. With this feature off, Chromium offers its real address
+# (as it does on loopback in the browser tests).
+CHROMIUM_DISABLED_FEATURES = ("WebRtcHideLocalIpsWithMdns",)
+
+_CHROMIUM_WRAPPER = """#!{python} -I
+# Written by tests/netem.py: Chromium inside network namespace {namespace}.
+import os, sys
+features = "{features}"
+args = sys.argv[1:]
+if features:
+    merged = [a + "," + features if a.startswith("--disable-features=") else a for a in args]
+    args = merged if merged != args else [*args, "--disable-features=" + features]
+os.execv("{ip}", ["{ip}", "netns", "exec", "{namespace}", "{chromium}", *args])
+"""
+
 SERVER_HOST = 1
 CLASSROOM_HOST = 10  # classroom k gets .(10 + k)
 MAX_CLASSROOMS = 200
@@ -231,12 +258,16 @@ class Namespace:
         """A socket in this namespace, usable from any thread of this process."""
         return self.call(socket.socket, family, kind)
 
-    def chromium(self, directory: Path, executable: str = CHROMIUM) -> Path:
-        """An executable that runs `executable` inside this namespace with the arguments it
-        is given: pass it as Playwright's `executable_path`."""
+    def chromium(self, directory: Path, executable: str = CHROMIUM,
+                 disable_features: Sequence[str] = CHROMIUM_DISABLED_FEATURES) -> Path:
+        """An executable that runs `executable` inside this namespace with the arguments it is
+        given, plus `disable_features` merged into the --disable-features list (Playwright
+        passes its own; Chromium keeps only the last such switch): pass it as Playwright's
+        `executable_path`. See CHROMIUM_DISABLED_FEATURES for the default."""
         path = directory / f"chromium-in-{self.name}"
-        path.write_text("#!/bin/sh\n"
-                        f"exec {_tool('ip')} netns exec {self.name} {executable} \"$@\"\n")
+        path.write_text(_CHROMIUM_WRAPPER.format(
+            python=sys.executable, ip=_tool("ip"), namespace=self.name, chromium=executable,
+            features=",".join(disable_features)))
         path.chmod(0o755)
         return path
 
@@ -490,6 +521,10 @@ class Network:
                 "eth0"])
         endpoint.call(_disable_tx_checksum, "eth0")
         _check([ip, "-n", endpoint.name, "link", "set", "eth0", "up"])
+        # Everything off the subnet is "on the link" too, so it goes nowhere: the namespaces
+        # have no way out. Without any default route Chromium gathers no ICE candidate at all,
+        # and joining a multicast group (mDNS) fails with ENODEV.
+        _check([ip, "-n", endpoint.name, "route", "add", "default", "dev", "eth0"])
         _check([ip, "-n", self.bridge.name, "link", "set", bridge_ifname, "promisc", "on",
                 "up"])
 
