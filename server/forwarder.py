@@ -37,6 +37,8 @@ class RelayTelemetry(Protocol):
 
     def gop_replayed(self, frames: int) -> None: ...
 
+    def transcoded(self, cpu_s: float) -> None: ...
+
 
 class NullTelemetry:
     def frame_forwarded(self, kind: str, packets: int, octets: int) -> None:
@@ -52,6 +54,9 @@ class NullTelemetry:
         pass
 
     def gop_replayed(self, frames: int) -> None:
+        pass
+
+    def transcoded(self, cpu_s: float) -> None:
         pass
 
 

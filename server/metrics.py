@@ -47,6 +47,13 @@ class RelayMetrics:
             "classcast_relay_retransmissions_total",
             "Packets classrooms asked for again (NACK): resent, or skipped as a repeat within "
             "the RTT or over the per-classroom budget.", ["outcome"], registry=registry)
+        self.low_rendition_cpu = Counter(
+            "classcast_relay_low_rendition_cpu_seconds_total",
+            "CPU time spent decoding and re-encoding rooms' low renditions (the only codec "
+            "work the relay does).", registry=registry)
+        self.low_renditions = Gauge(
+            "classcast_relay_low_renditions", "Rooms whose low rendition is being made now.",
+            registry=registry)
         self.gop_replays = Counter(
             "classcast_relay_gop_replays_total",
             "Classrooms started from the frames since the last keyframe, because the source "
@@ -95,6 +102,9 @@ class RelayMetrics:
     def keyframe_requested(self, reason: str) -> None:
         self.keyframe_requests.labels(reason).inc()
 
+    def bind_low_renditions(self, running: Callable[[], int]) -> None:
+        self.low_renditions.set_function(running)
+
     def bind_levels(self, count: Callable[[Level], int]) -> None:
         for level in Level:
             self.classrooms_by_level.labels(level.value).set_function(
@@ -102,6 +112,9 @@ class RelayMetrics:
 
     def level_changed(self, previous: Level, level: Level) -> None:
         self.level_changes.labels(level.value).inc()
+
+    def transcoded(self, cpu_s: float) -> None:
+        self.low_rendition_cpu.inc(cpu_s)
 
     def gop_replayed(self, frames: int) -> None:
         self.gop_replays.inc()

@@ -66,6 +66,8 @@ class Relay:
             rooms_live=lambda: sum(1 for r in self.rooms if r.live),
             publishers=lambda: sum(len(r.publishers) for r in self.rooms),
             subscribers=lambda: sum(len(r.subscribers) for r in self.rooms))
+        metrics.bind_low_renditions(lambda: sum(
+            1 for r in self.rooms if r.low is not None and r.low.running))
         metrics.bind_levels(lambda level: sum(
             1 for a in self.adapters.values() if a.controller.level == level))
 

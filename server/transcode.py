@@ -201,6 +201,7 @@ class LowRendition:
                 encoded, spent = await loop.run_in_executor(
                     executor, _timed, transcoder, item.frame, feed.queued == 0)
                 self.cpu_s += spent
+                self.target.telemetry().transcoded(spent)
                 for data, keyframe, pts in encoded:
                     self.frames_out += 1
                     self.target.push(EncodedFrame(data, pts, keyframe, item.frame.received_at),

@@ -154,6 +154,8 @@ async def test_a_classroom_moves_between_full_low_and_audio(peers: Peers) -> Non
     levels = {s["id"]: s["level"]["level"] for s in room["subscribers"]}
     assert sorted(levels.values()) == ["full", "low"]
     assert await metric(peers, "classcast_relay_classrooms_by_level", level="low") == 1
+    assert await metric(peers, "classcast_relay_low_renditions") == 1
+    assert await metric(peers, "classcast_relay_low_rendition_cpu_seconds_total") > 0
     # the other classroom kept the full stream
     before = frames_at(clean_frames["video"], (640, 480))
     await eventually(lambda: frames_at(clean_frames["video"], (640, 480)) > before + 20,
