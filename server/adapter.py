@@ -5,11 +5,11 @@ nothing (audio only). Owned by the relay, one per classroom that receives video.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+from server import tasks
 from server.adaptation import (
     Decision,
     Level,
@@ -75,13 +75,8 @@ class ClassroomAdapter:
         self._task = asyncio.create_task(self._run(), name=f"adapter-{self._session.id}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            if (task := asyncio.current_task()) and task.cancelling():
-                raise asyncio.CancelledError
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None
 
     def pin(self, ceiling: Level | None) -> None:
         decision = self.controller.pin(ceiling, time.monotonic())

@@ -18,6 +18,7 @@ from typing import Protocol
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from server import tasks
 from server.passthrough import AUDIO_CLOCK, VIDEO_CLOCK, EncodedFrame, Packetizer
 from server.retransmit import RetransmitPolicy
 
@@ -249,14 +250,8 @@ class RoomTrack:
             subscriber.stop()
         self._subscribers.clear()
         self._source = None
-        if self._pump is not None:
-            self._pump.cancel()
-            try:
-                await self._pump
-            except asyncio.CancelledError:
-                if (task := asyncio.current_task()) and task.cancelling():
-                    raise
-            self._pump = None
+        await tasks.stop(self._pump)
+        self._pump = None
 
 
 class SubscriberTrack(MediaStreamTrack):

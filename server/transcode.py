@@ -13,7 +13,6 @@ the full and the low track stays on one timeline."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from av.codec.context import CodecContext
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 
+from server import tasks
 from server.forwarder import RoomTrack
 from server.passthrough import VIDEO_CLOCK, EncodedFrame
 
@@ -147,13 +147,8 @@ class LowRendition:
             self._task = asyncio.create_task(self._run(), name="low-rendition")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            if (task := asyncio.current_task()) and task.cancelling():
-                raise asyncio.CancelledError
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None
 
     async def _request_keyframe(self) -> None:
         if self._transcoder is not None:
