@@ -11,6 +11,7 @@ point there, and rate measurements are over a time window by nature.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import statistics
 import struct
@@ -312,6 +313,34 @@ def test_nothing_is_left_after_the_context_even_on_failure() -> None:
     assert sleeper.poll() is not None and stray.wait(5) is not None
     assert not Path(f"/proc/{bridge_pid}").exists()
     assert not net.workdir.exists()
+
+
+FAILING_TEST = """
+from pathlib import Path
+from tests.netem import netem_fixture  # noqa: F401
+
+def test_fails(netem):
+    net = netem(classrooms=2)
+    net.classrooms[0].popen(["sleep", "60"])
+    Path({names!r}).write_text(" ".join(net.names))
+    assert False, "this test fails on purpose"
+"""
+
+
+def test_the_fixture_cleans_up_after_a_failing_test(tmp_path: Path) -> None:
+    names_file = tmp_path / "names"
+    (tmp_path / "test_inner.py").write_text(FAILING_TEST.format(names=str(names_file)))
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
+         str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path)],
+        capture_output=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60,
+        check=False)
+    assert result.returncode == 1, result.stdout.decode()[-2000:]
+    assert b"this test fails on purpose" in result.stdout
+    names = names_file.read_text().split()
+    assert len(names) == 4 and not set(names) & set(namespaces())
 
 
 def test_leftovers_of_a_dead_run_are_removed() -> None:
