@@ -555,10 +555,10 @@ class Network:
         return self._bridge.request(message)
 
     def close(self) -> None:
-        """End every process in the namespaces and delete them; safe to call twice."""
+        """End every process in the namespaces and delete them. Safe to call again, also
+        after it raised (it then retries what it could not do)."""
         if self.closed:
             return
-        self.closed = True
         problems: list[str] = []
         for process in self._processes:
             if process is not getattr(self._bridge, "process", None):
@@ -569,10 +569,11 @@ class Network:
             problem = _remove_namespace(namespace.name)
             if problem:
                 problems.append(problem)
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
         if problems:
             raise NetemError("; ".join(problems))
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        self.closed = True
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -600,6 +601,8 @@ def _remove_namespace(name: str) -> str | None:
     ip = _tool("ip")
     result = subprocess.run([ip, "netns", "pids", name], capture_output=True, check=False)
     pids = [int(p) for p in result.stdout.split()]
+    if os.getpid() in pids:  # this process's main thread is inside (Namespace.entered())
+        return f"not deleting namespace {name}: this process is still inside it"
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

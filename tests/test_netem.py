@@ -296,6 +296,10 @@ def test_a_thread_enters_a_namespace_and_comes_back(netem: NetworkFactory) -> No
     assert receiver.recvfrom(100) == (b"from inside", (server, inside.getsockname()[1]))
     inside.close()
     receiver.close()
+    with net.server.entered(), pytest.raises(NetemError, match="this process is still inside"):
+        net.close()  # would kill this very process
+    net.close()
+    assert not set(net.names) & set(namespaces())
 
 
 # --- cleanup ------------------------------------------------------------------------------------
