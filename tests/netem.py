@@ -22,8 +22,10 @@ The kernel here has no `netem` qdisc, so (DESIGN.md §5):
 - IPv6 is off in every namespace; the endpoints' TX checksum offload (and with it TSO) is off,
   so frames cross the raw-socket bridge complete and MTU-sized (no ethtool needed: the
   SIOCETHTOOL ioctl is issued directly).
-- `Link.set(rate_kbit=100, loss=0.05, delay_ms=80)` changes a live link (tbf replaced in place,
-  the bridge told over its control pipe and acknowledged before `set` returns).
+- `Link.set(rate_kbit=100, loss=0.05, delay_ms=80)` changes a live link, both directions
+  unless `direction="down"|"up"`, other fields kept (tbf replaced in place, the bridge told over
+  its control pipe and acknowledged before `set` returns); `Link.apply(down=Profile(...),
+  up=...)` sets whole profiles. tbf's queue holds `queue_ms` (default 300 ms) at the rate.
 - `Namespace.run/popen/argv` run argv lists inside a namespace (`ip netns exec`, which execs:
   the child's pid is the program's own); `Namespace.socket()` opens a socket there from this
   very process (a thread that entered the namespace), so one clock times both ends;
