@@ -272,7 +272,7 @@ class Relay:
         pc = session.pc
         try:
             await pc.setRemoteDescription(RTCSessionDescription(
-                sdp.with_bundled_candidates(offer_text), "offer"))
+                sdp.with_bundled_candidates(sdp.without_mdns_candidates(offer_text)), "offer"))
         except (OperationError, InvalidAccessError, InternalError, ValueError) as exc:
             raise Unprocessable(f"the offer cannot be negotiated: {exc or type(exc).__name__}; "
                                 "the relay forwards the teacher's codec unchanged, so the "

@@ -169,6 +169,31 @@ def with_bundled_candidates(offer: str) -> str:
     return (eol + "m=").join([head, *out])
 
 
+def without_mdns_candidates(offer: str) -> str:
+    """Drop host candidates hidden behind mDNS names (`<uuid>.local`), and with them the
+    end-of-candidates mark of a section left with none.
+
+    Chromium hides a page's host addresses behind such names unless the page is on loopback
+    or has camera permission: a classroom screen offers nothing else (without STUN/TURN).
+    The relay cannot resolve them from another network (and aioice fails on Chromium's mDNS
+    answers), and given only unusable candidates plus end-of-candidates aiortc gathers none of
+    its own: the answer has no candidates and ICE never starts (measured). Without them the
+    relay answers with its candidates, the browser checks them, and the relay learns the
+    browser's address from those checks (a peer-reflexive candidate)."""
+    eol = "\r\n"
+    head, *sections = offer.split(eol + "m=")
+    out = []
+    for section in sections:
+        lines = section.split(eol)
+        kept = [line for line in lines if not (
+            line.startswith("a=candidate:") and len(line.split()) > 4
+            and line.split()[4].lower().endswith(".local"))]
+        if len(kept) != len(lines) and not any(x.startswith("a=candidate:") for x in kept):
+            kept = [line for line in kept if line != "a=end-of-candidates"]
+        out.append(eol.join(kept))
+    return (eol + "m=").join([head, *out])
+
+
 def with_opus_fec(answer: str) -> str:
     """Ask the peer for Opus in-band FEC (useinbandfec=1) in an answer aiortc wrote."""
     lines = answer.split("\r\n")

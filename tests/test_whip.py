@@ -4,14 +4,15 @@ and the live room keeps serving its classrooms throughout."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from server import ice, sdp
 from server.keys import RELAY_KEY
-from tests.conftest import LOOPBACK, Peers
+from tests.conftest import LOOPBACK, Peers, eventually
 from tests.media import FrameCounter
 
 
@@ -191,3 +192,51 @@ def test_bundled_sections_get_the_first_sections_candidates() -> None:
     assert sdp.with_bundled_candidates(fixed) == fixed
     unbundled = CHROMIUM_BUNDLED_OFFER.replace("a=group:BUNDLE 0 1 2\r\n", "")
     assert sdp.with_bundled_candidates(unbundled) == unbundled
+
+
+MDNS = "0d3c6a1e-7b7f-4b8e-9f3a-2c1d5e6f7a8b.local"
+
+
+def test_mdns_candidates_are_dropped_and_other_candidates_kept() -> None:
+    offer = ("v=0\r\ns=-\r\nt=0 0\r\n"
+             "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n"
+             f"a=candidate:1 1 udp 2130706431 {MDNS} 50000 typ host\r\n"
+             "a=candidate:2 1 udp 1694498815 203.0.113.7 50000 typ srflx raddr 0.0.0.0 rport 0\r\n"
+             "a=end-of-candidates\r\n"
+             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n"
+             f"a=candidate:1 1 udp 2130706431 {MDNS.upper()} 50001 typ host\r\n"
+             "a=end-of-candidates\r\n")
+    out = sdp.without_mdns_candidates(offer)
+    video, audio = out.split("\r\nm=")[1:]
+    assert ".local" not in out.lower()
+    assert "203.0.113.7" in video and "a=end-of-candidates" in video  # still complete
+    assert "a=candidate" not in audio and "a=end-of-candidates" not in audio
+
+
+async def test_a_classroom_offering_only_mdns_candidates_connects_and_plays(
+        peers: Peers) -> None:
+    """Chromium hides host addresses behind `<uuid>.local` names on a page that is neither on
+    loopback nor allowed the camera: a classroom screen on a school network. The relay must
+    still answer with its candidates and learn the classroom's address from its checks."""
+    await peers.publish("mdns")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    counters: dict[str, FrameCounter] = {}
+    pc.on("track", lambda track: counters.setdefault(track.kind, FrameCounter(track)))
+    try:
+        with ice.host_addresses(LOOPBACK):
+            await pc.setLocalDescription(await pc.createOffer())
+        offer = re.sub(r"(a=candidate:\S+ \d \w+ \d+ )127\.0\.0\.1", rf"\g<1>{MDNS}",
+                       pc.localDescription.sdp)
+        assert MDNS in offer and "127.0.0.1 " not in offer
+        resp = await peers.client.post("/whep/mdns", data=offer, headers={
+            "Content-Type": "application/sdp",
+            "Authorization": f"Bearer {peers.token('classroom', 'mdns')}"})
+        answer = await resp.text()
+        assert resp.status == 201 and "a=candidate:" in answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await eventually(lambda: "video" in counters, what="the video track")
+        await counters["video"].wait_for(30)
+    finally:
+        await pc.close()
