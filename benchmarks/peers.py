@@ -113,6 +113,20 @@ async def publish(args: argparse.Namespace) -> None:
 
 
 # --- subscribers ------------------------------------------------------------------------------
+class ChainAssembler(FrameAssembler):
+    """A FrameAssembler that remembers whether frames were skipped before the next one it
+    hands out: with one reference frame (the clip, and the relay's low rendition), a frame
+    decodes only if it is a keyframe or follows a frame that decoded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skipped = False
+
+    def _skip_hole(self) -> None:
+        self.skipped = True
+        super()._skip_hole()
+
+
 class Subscriber:
     """One classroom: a WHEP session whose receivers reassemble frames without decoding."""
 
@@ -123,7 +137,11 @@ class Subscriber:
         video.setCodecPreferences(h264_preferences())
         audio = self.pc.addTransceiver("audio", direction="recvonly")
         audio.setCodecPreferences(opus_preferences())
-        attach_receiver(video.receiver, FrameAssembler("video", "H264", self._on_video))
+        self._video_assembler = ChainAssembler("video", "H264", self._on_video)
+        attach_receiver(video.receiver, self._video_assembler)
+        self._video_receiver = video.receiver
+        self._pli_at = 0.0
+        self._pli_tasks: set[asyncio.Task[None]] = set()
         attach_receiver(audio.receiver, FrameAssembler("audio", "opus", self._on_audio))
         self.addresses = addresses
         self.session = WhipSession(url, token, ice_addresses=addresses, pc=self.pc)
@@ -132,6 +150,7 @@ class Subscriber:
         self.error: str | None = None
         self.session_id = ""
         self.video: list[tuple[int, int, float]] = []  # (frame key, RTP timestamp, arrival)
+        self.decodable: list[bool] = []  # per video frame: a decoder could show it
         self.audio_frames = 0
         self.audio_times: list[float] | None = [] if audio_times else None
         self.has_first_frame = asyncio.Event()
@@ -142,6 +161,22 @@ class Subscriber:
             self.first_video_at = now
             self.has_first_frame.set()
         self.video.append((frame_key(frame.data), frame.timestamp, now))
+        follows = bool(self.decodable) and self.decodable[-1] and not self._video_assembler.skipped
+        self.decodable.append(frame.keyframe or follows)
+        self._video_assembler.skipped = False
+        if not self.decodable[-1]:
+            self._ask_for_keyframe(now)
+
+    def _ask_for_keyframe(self, now: float) -> None:
+        """What a browser's decoder does when its picture breaks: a PLI (at most 2 a second)."""
+        streams = getattr(self._video_receiver, "_RTCRtpReceiver__remote_streams", {})
+        if now - self._pli_at < 0.5 or not streams:
+            return
+        self._pli_at = now
+        media_ssrc = next(iter(streams))
+        task = asyncio.create_task(self._video_receiver._send_rtcp_pli(media_ssrc))
+        self._pli_tasks.add(task)
+        task.add_done_callback(self._pli_tasks.discard)
 
     def _on_audio(self, frame: EncodedFrame) -> None:
         self.audio_frames += 1
@@ -175,7 +210,8 @@ class Subscriber:
         join_s = (None if self.first_video_at is None or self.started_at is None
                   else self.first_video_at - self.started_at)
         record: dict[str, Any] = {"join_s": join_s, "error": self.error, "video": self.video,
-                  "audio_frames": self.audio_frames, "session": self.session_id}
+                  "decodable": self.decodable, "audio_frames": self.audio_frames,
+                  "session": self.session_id}
         if self.audio_times is not None:
             record["audio_times"] = self.audio_times
         return record

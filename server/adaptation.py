@@ -61,20 +61,31 @@ class Decision:
 
 @dataclass(frozen=True)
 class Thresholds:
-    down_loss: float = 0.08  # a loss this high is congestion
-    down_nack: float = 0.10
+    """Loss and NACK ratios are smoothed (EWMA, `smoothing` per sample) before they are
+    compared. A rural link loses packets at random (5 % is a design case) whatever is sent, so
+    the low rendition, meant for such links, is left only for much worse, and a step up
+    needs a link clean enough for the level above."""
+
+    smoothing: float = 0.5  # weight of the newest sample
+    down_loss: float = 0.10  # full stream: this much loss is congestion
+    down_nack: float = 0.12
+    audio_loss: float = 0.20  # low rendition: this much, and only sound gets through
+    audio_nack: float = 0.25
     # congestion: REMB below this share of the level's bitrate. A receiver that sees a queue
     # building once answers with 0.85x its incoming rate, which is no reason to move (a busy
     # receiver on a clean link does that: measured with 20 aiortc classrooms on loopback).
     remb_margin: float = 0.7
     remb_rising: float = 1.02  # an estimate this much above the last one is still climbing
-    clean_loss: float = 0.02  # a sample this clean counts towards the quiet period
+    clean_loss: float = 0.02  # this clean counts towards a step up to the full stream
     clean_nack: float = 0.03
+    low_clean_loss: float = 0.08  # this clean counts towards a step up to the low rendition
+    low_clean_nack: float = 0.10
     down_after: int = 2  # congested samples in a row before stepping down
     up_after_s: float = 8.0  # first quiet period before a step up
     up_after_max_s: float = 64.0
-    failed_within_s: float = 6.0  # congestion this soon after a step up: the probe failed
+    failed_within_s: float = 15.0  # congestion this soon after a step up: the probe failed
     remb_warmup_s: float = 5.0  # a receiver's estimate starts low and ramps: not believed yet
+    settle_s: float = 2.0  # after a step down, reports still describe the level left behind
 
 
 class LevelController:
@@ -93,8 +104,11 @@ class LevelController:
         self._quiet_since: float | None = None
         self._up_after_s = self._t.up_after_s
         self._stepped_up_at: float | None = None
-        self._first_sample_at: float | None = None
         self._last_remb: float | None = None
+        self._loss: float | None = None  # smoothed
+        self._nack: float | None = None
+        self._settle_until = -1.0
+        self._remb_from: float | None = None  # estimates before this are not believed
 
     def pin(self, ceiling: Level | None, now: float) -> Decision | None:
         """The classroom's own choice: never above `ceiling` (None: no limit)."""
@@ -107,9 +121,11 @@ class LevelController:
 
     def update(self, sample: LinkSample) -> Decision | None:
         """Feed one sample; a Decision when the level changes."""
-        if self._first_sample_at is None:
-            self._first_sample_at = sample.at
-        if sample.at - self._first_sample_at < self._t.remb_warmup_s:
+        if sample.at < self._settle_until:
+            return None
+        if self._remb_from is None:
+            self._remb_from = sample.at + self._t.remb_warmup_s
+        if sample.at < self._remb_from:
             sample = dataclasses.replace(sample, remb_bps=None)
         remb = _believable(sample.remb_bps)
         climbing = remb is not None and self._last_remb is not None \
@@ -117,7 +133,9 @@ class LevelController:
         falling = remb is not None and self._last_remb is not None and remb < self._last_remb
         if remb is not None:
             self._last_remb = remb
-        why = self._congestion(sample, remb, climbing)
+        self._loss = self._smooth(self._loss, sample.loss)
+        self._nack = self._smooth(self._nack, sample.nack_ratio)
+        why = self._congestion(remb, climbing)
         if why is not None:
             self._quiet_since = None
             self._congested += 1
@@ -134,7 +152,7 @@ class LevelController:
                 and sample.at - self._stepped_up_at >= self._t.failed_within_s:
             self._up_after_s = self._t.up_after_s  # the step up held: back to the short wait
             self._stepped_up_at = None
-        if not self._clean(sample) or falling:
+        if not self._clean() or falling:
             self._quiet_since = None
             return None
         if self._quiet_since is None:
@@ -146,22 +164,47 @@ class LevelController:
         return self._move(higher, f"link quiet for {sample.at - self._quiet_since:.0f} s",
                           sample.at, up=True)
 
-    def _congestion(self, sample: LinkSample, remb: float | None,
-                    climbing: bool) -> str | None:
+    def switched(self, now: float) -> None:
+        """The last move has taken effect (the new level's first keyframe went out, or video
+        stopped): judge the new level only on what comes from now on."""
+        if self._stepped_up_at is None:
+            self._loss = self._nack = None
+            self._settle_until = now + self._t.settle_s
+        else:
+            # the estimate ramps up from what the old level sent: give it time
+            self._remb_from = now + self._t.remb_warmup_s
+            self._last_remb = None
+
+    def _smooth(self, average: float | None, value: float | None) -> float | None:
+        if value is None:
+            return average
+        if average is None:
+            return value
+        return average + self._t.smoothing * (value - average)
+
+    def _congestion(self, remb: float | None, climbing: bool) -> str | None:
         t = self._t
-        if sample.loss is not None and sample.loss >= t.down_loss:
-            return f"loss {sample.loss:.0%}"
-        if sample.nack_ratio is not None and sample.nack_ratio >= t.down_nack:
-            return f"{sample.nack_ratio:.0%} of packets asked for again"
+        low = self.level == Level.LOW
+        max_loss, max_nack = (t.audio_loss, t.audio_nack) if low else (t.down_loss, t.down_nack)
+        if self.level != Level.AUDIO:
+            if self._loss is not None and self._loss >= max_loss:
+                return f"loss {self._loss:.0%}"
+            if self._nack is not None and self._nack >= max_nack:
+                return f"{self._nack:.0%} of packets asked for again"
         sending = self._bitrate(self.level)
         if remb is not None and sending and self.level != Level.AUDIO and not climbing \
                 and remb < sending * t.remb_margin:
             return f"estimate {remb / 1000:.0f} kbps < {sending / 1000:.0f} kbps sent"
         return None
 
-    def _clean(self, sample: LinkSample) -> bool:
-        return ((sample.loss is None or sample.loss <= self._t.clean_loss)
-                and (sample.nack_ratio is None or sample.nack_ratio <= self._t.clean_nack))
+    def _clean(self) -> bool:
+        """Clean enough for the level above this one."""
+        t = self._t
+        to_full = self.level == Level.LOW
+        max_loss, max_nack = ((t.clean_loss, t.clean_nack) if to_full
+                              else (t.low_clean_loss, t.low_clean_nack))
+        return ((self._loss is None or self._loss <= max_loss)
+                and (self._nack is None or self._nack <= max_nack))
 
     def _next(self, down: bool) -> Level | None:
         index = ORDER.index(self.level)
@@ -180,6 +223,16 @@ class LevelController:
         self._congested = 0
         self._quiet_since = None
         self._stepped_up_at = now if up else None
+        if up:
+            self._remb_from = now + self._t.remb_warmup_s
+            self._last_remb = None
+        else:
+            # Judge the new level on its own reports: start the averages again once the
+            # reports about the old one have gone by (`switched` moves this to when the move
+            # took effect). After a step up the old level's clean averages are the right
+            # start: a failing probe shows at once in loss and NACKs, not yet in the estimate.
+            self._loss = self._nack = None
+            self._settle_until = now + self._t.settle_s
         return Decision(level, reason)
 
 

@@ -25,6 +25,7 @@ from server.sessions import PeerSession
 
 logger = logging.getLogger(__name__)
 
+SWITCH_WAIT_S = 5.0  # judge the link again even if a switch has not completed by then
 RTP_OVERHEAD = 1.08  # headers, SRTP tag and UDP/IP on top of payload bytes, roughly
 
 
@@ -64,6 +65,7 @@ class ClassroomAdapter:
         self._link: LinkQuality | None = None
         self._nacks = 0
         self._packets = 0
+        self._switching = False
 
     @property
     def info(self) -> LevelInfo:
@@ -101,6 +103,12 @@ class ClassroomAdapter:
         while True:
             await asyncio.sleep(self._interval_s)
             sample = await self._sample()
+            waited = self._video.switching_for_s(sample.at)
+            if 0 <= waited < SWITCH_WAIT_S:
+                continue  # still on the old level until the new one's keyframe: nothing to judge
+            if self._switching:
+                self._switching = False
+                self.controller.switched(sample.at)
             decision = self.controller.update(sample)
             if decision is not None:
                 self._apply(decision)
@@ -110,8 +118,7 @@ class ClassroomAdapter:
             if rate is not None:
                 rate.read()
         self._link = await sample_link(self._session, self._link)
-        counts = self._video.retransmits.counts
-        nacks = sum(counts.values())
+        nacks = self._video.retransmits.distinct  # each lost packet once, however often asked
         packets = self._video.packets_sent
         sent = packets - self._packets
         nack_ratio = (nacks - self._nacks) / sent if sent > 0 else None
@@ -130,6 +137,10 @@ class ClassroomAdapter:
             self._video.switch(self._room.low.target)
         else:
             self._video.switch(None)
+        if self._video.switching_for_s(time.monotonic()) >= 0:
+            self._switching = True  # `switched` when the new source's keyframe went out
+        else:
+            self.controller.switched(time.monotonic())
         self.changes += 1
         logger.info("classroom %s in room %s: %s -> %s (%s)", self._session.id,
                     self._room.name, previous.value, decision.level.value, decision.reason)

@@ -274,6 +274,7 @@ class SubscriberTrack(MediaStreamTrack):
         self._home = room_track  # the track it was made for: kind and telemetry
         self._source: RoomTrack | None = room_track
         self._pending: RoomTrack | None = None
+        self._pending_since = 0.0
         self._limit = limit
         self._queue: deque[RelayFrame] = deque()
         self._ready = asyncio.Event()
@@ -310,6 +311,10 @@ class SubscriberTrack(MediaStreamTrack):
         for its encoder); `server.adaptation` decides what to believe."""
         self.remb_bps = float(bps)
 
+    def switching_for_s(self, now: float) -> float:
+        """How long a switch has waited for the new source's keyframe (-1: none pending)."""
+        return -1.0 if self._pending is None else now - self._pending_since
+
     def switch(self, target: RoomTrack | None) -> None:
         """Take video from `target` from its next keyframe on (None: no video)."""
         if self._pending is not None and self._pending is not target:
@@ -325,6 +330,7 @@ class SubscriberTrack(MediaStreamTrack):
             self._waiting_keyframe = True
             return
         self._pending = target
+        self._pending_since = time.monotonic()
         target.add(self)
         target.request_keyframe("switch")
 

@@ -46,7 +46,8 @@ class RelayMetrics:
         self.retransmissions = Counter(
             "classcast_relay_retransmissions_total",
             "Packets classrooms asked for again (NACK): resent, or skipped as a repeat within "
-            "the RTT or over the per-classroom budget.", ["outcome"], registry=registry)
+            "the RTT, over the per-classroom budget, or no longer kept to resend.", ["outcome"],
+            registry=registry)
         self.low_rendition_cpu = Counter(
             "classcast_relay_low_rendition_cpu_seconds_total",
             "CPU time spent decoding and re-encoding rooms' low renditions (the only codec "

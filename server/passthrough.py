@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpsender import RTP_HISTORY_SIZE
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add, uint16_gt
 
@@ -285,7 +286,8 @@ class Packer(Protocol):
     def pack(self, item: Any) -> tuple[list[bytes], int]: ...
 
 
-RetransmitFilter = Callable[[int, float | None], bool]  # (sequence number, RTT s) -> resend?
+# (sequence number, RTT s or None, still in the sender's history) -> resend it?
+RetransmitFilter = Callable[[int, float | None, bool], bool]
 
 
 def attach_sender(sender: RTCRtpSender, packer: Packer,
@@ -294,9 +296,10 @@ def attach_sender(sender: RTCRtpSender, packer: Packer,
     """Make `sender` send pre-packetized payloads, report keyframe requests and, with
     `retransmit`, answer only the NACKed sequence numbers it allows."""
     if not (hasattr(sender, "_RTCRtpSender__encoder") and hasattr(sender, "_RTCRtpSender__rtt")
+            and hasattr(sender, "_RTCRtpSender__rtp_history")
             and hasattr(sender, "_retransmit")):
-        raise RuntimeError(f"aiortc changed: RTCRtpSender has no encoder, RTT or retransmit "
-                           f"slot (need aiortc {AIORTC_VERSION})")
+        raise RuntimeError(f"aiortc changed: RTCRtpSender has no encoder, RTT, history or "
+                           f"retransmit slot (need aiortc {AIORTC_VERSION})")
     sender._RTCRtpSender__encoder = packer
     # RTCRtpSender._handle_rtcp_packet calls self._send_keyframe() for PLI and FIR, and
     # self._retransmit(seq) for every sequence number of a NACK.
@@ -304,8 +307,12 @@ def attach_sender(sender: RTCRtpSender, packer: Packer,
     if retransmit is not None:
         resend = sender._retransmit
 
+        history: dict[int, Any] = sender._RTCRtpSender__rtp_history
+
         async def filtered(sequence_number: int) -> None:
-            if retransmit(sequence_number, sender._RTCRtpSender__rtt):
+            kept = history.get(sequence_number % RTP_HISTORY_SIZE)
+            available = kept is not None and kept.sequence_number == sequence_number
+            if retransmit(sequence_number, sender._RTCRtpSender__rtt, available):
                 await resend(sequence_number)
 
         sender._retransmit = filtered  # type: ignore[method-assign]

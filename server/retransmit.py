@@ -19,11 +19,11 @@ MIN_INTERVAL_S = 0.1
 BUDGET_PER_S = 200.0  # a 1.5 Mbit/s lesson sends ~150 packets/s: a whole second's worth of repair
 REMEMBERED = 1024  # sequence numbers whose last resend time is kept
 
-Outcome = Callable[[str], None]  # "sent", "duplicate" or "over_budget"
+Outcome = Callable[[str], None]  # "sent", "duplicate", "over_budget" or "unavailable"
 
 
 class RetransmitPolicy:
-    """One subscriber's: `allow(seq, rtt_s)` says whether to resend `seq` now."""
+    """One subscriber's: `allow(seq, rtt_s, available)` says whether to resend `seq` now."""
 
     def __init__(self, report: Outcome | None = None, *, min_interval_s: float = MIN_INTERVAL_S,
                  budget_per_s: float = BUDGET_PER_S,
@@ -35,9 +35,22 @@ class RetransmitPolicy:
         self._tokens = budget_per_s
         self._refilled_at = clock()
         self._sent_at: OrderedDict[int, float] = OrderedDict()
-        self.counts = {"sent": 0, "duplicate": 0, "over_budget": 0}
+        self.counts = {"sent": 0, "duplicate": 0, "over_budget": 0, "unavailable": 0}
+        # different sequence numbers asked for: per packet sent, the link's loss as the
+        # classroom sees it (a packet asked for again and again counts once)
+        self.distinct = 0
+        self._asked: OrderedDict[int, None] = OrderedDict()
 
-    def allow(self, seq: int, rtt_s: float | None) -> bool:
+    def allow(self, seq: int, rtt_s: float | None, available: bool = True) -> bool:
+        """`available`: the packet is still in the sender's history (else nothing is sent
+        and the budget is not spent: it is too old to help anyway)."""
+        if seq not in self._asked:
+            self.distinct += 1
+            self._asked[seq] = None
+            if len(self._asked) > REMEMBERED:
+                self._asked.popitem(last=False)
+        if not available:
+            return self._decide("unavailable", False)
         now = self._clock()
         last = self._sent_at.get(seq)
         if last is not None and now - last < max(rtt_s or 0.0, self._min_interval_s):

@@ -100,7 +100,10 @@ class RelaySettings:
     low_height: int = _setting(
         360, "Picture height of the low rendition made for classrooms on weak links."
     )
-    low_kbps: int = _setting(250, "Bitrate of the low rendition (kbit/s).")
+    low_kbps: int = _setting(
+        200, "Bitrate of the low rendition (kbit/s): with Opus and packet overhead it fits a "
+        "300 kbit/s link."
+    )
     low_keyframe_s: float = _setting(
         2.0, "Keyframe interval of the low rendition (seconds): how soon a classroom moved to it "
         "gets a picture when the teacher's stream ignores keyframe requests."

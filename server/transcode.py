@@ -2,7 +2,7 @@
 
 The teacher's stream (often 1-2.5 Mbit/s) cannot reach a village school on 300 kbit/s.
 For each room that has a classroom needing it, one `LowRendition` decodes the camera once,
-scales it to 360 lines and encodes it again at about 250 kbit/s with a keyframe every 2 s,
+scales it to 360 lines and encodes it again at about 200 kbit/s with a keyframe every 2 s,
 in a thread of its own (codec work never runs on the event loop), and feeds a second room
 track that classrooms are moved to. It starts when the first classroom needs it and stops
 when none has for a while, so rooms whose classrooms all have good links pay nothing.
@@ -39,7 +39,7 @@ DECODERS = {"H264": "h264", "VP8": "vp8"}
 @dataclass(frozen=True)
 class LowSpec:
     height: int = 360
-    kbps: int = 250
+    kbps: int = 200
     keyframe_s: float = 2.0
     idle_s: float = 30.0  # stop this long after the last classroom left the low track
 
@@ -74,16 +74,18 @@ class Transcoder:
         encoder.gop_size = 10_000  # keyframes come from `force_keyframe` and the clock
         kbps = self._spec.kbps
         if self._name == "H264":
-            # baseline (what WebRTC decoders take), no lookahead, a VBV so no second
-            # bursts far above the target on a thin link, SPS/PPS before every keyframe
+            # baseline (what WebRTC decoders take), no lookahead, SPS/PPS before every
+            # keyframe, and a VBV of a quarter second: no frame, keyframes included, may
+            # be larger than a thin link's modem queue holds (300 kbit/s with ~300 ms of
+            # queue drops a 2 s-GOP keyframe of the usual size whole, every 2 s)
             encoder.options = {
                 "preset": "veryfast", "tune": "zerolatency", "profile": "baseline",
-                "x264-params": f"vbv-maxrate={int(kbps * 1.1)}:vbv-bufsize={kbps}:"
+                "x264-params": f"vbv-maxrate={kbps}:vbv-bufsize={kbps // 4}:"
                                "scenecut=0:repeat-headers=1"}
         else:
             encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-                               "error-resilient": "1", "maxrate": f"{int(kbps * 1.1)}k",
-                               "bufsize": f"{kbps}k"}
+                               "error-resilient": "1", "maxrate": f"{kbps}k",
+                               "bufsize": f"{kbps // 4}k"}
         encoder.open()
         return encoder
 

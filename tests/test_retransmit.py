@@ -33,13 +33,15 @@ def test_a_sequence_number_is_resent_once_per_rtt() -> None:
     assert not policy.allow(7, rtt_s=0.3)  # a long round trip widens the window
     clock.now += 0.11
     assert policy.allow(7, rtt_s=0.3)
-    assert policy.counts == {"sent": 4, "duplicate": 2, "over_budget": 0}
+    assert policy.counts == {"sent": 4, "duplicate": 2, "over_budget": 0, "unavailable": 0}
 
 
 def test_a_flood_is_capped_by_a_refilling_budget() -> None:
     clock = Clock()
     policy = RetransmitPolicy(budget_per_s=100, clock=clock)
     allowed = sum(policy.allow(seq, None) for seq in range(1000))
+    assert not policy.allow(5000, None, available=False)  # gone from history: not counted
+    assert policy.counts["unavailable"] == 1
     assert allowed == 100 and policy.counts["over_budget"] == 900
     clock.now += 0.5  # half a second refills half the budget
     assert sum(policy.allow(seq, None) for seq in range(1000, 1200)) == 50
@@ -80,15 +82,25 @@ async def test_repeated_and_flooding_nacks_over_real_peers(peers: Peers) -> None
 
     await reach({"sent": 1, "duplicate": 4})
     assert counts.get("sent") == 1 and counts.get("duplicate") == 4
-    # a flood: 2 000 different sequence numbers at once; the budget answers about 200
+    # a flood of 2 000 old sequence numbers: nothing to resend for those the sender no
+    # longer keeps (its history is 128 packets), and they do not spend the budget
     frames_before = len(healthy["video"].pts)
     for start in range(0, 2000, 100):
         await receiver._send_rtcp_nack(ssrc, [(recent - 2000 + n) & 0xFFFF
                                               for n in range(start, start + 100)])
-    await reach({"over_budget": 1500})
-    assert counts["sent"] <= 1 + 200 + 50  # the budget, plus what refilled meanwhile
+    await reach({"unavailable": 1800})
+    assert counts["sent"] <= 1 + 128 and counts.get("over_budget", 0) == 0
+    # a flood of packets it does keep, asked again every 120 ms (past the 100 ms window):
+    # about 1 000 requests in 1.2 s, of which the budget (200 + 200/s) answers about 440
+    sent_before = counts["sent"]
+    await healthy["video"].wait_for(150)  # the sender now keeps 128 packets to resend
+    for _ in range(10):
+        newest = stats.max_seq
+        await receiver._send_rtcp_nack(ssrc, [(newest - 99 + n) & 0xFFFF for n in range(100)])
+        await asyncio.sleep(0.12)  # the flood's pace, not a wait for the server
+    await reach({"over_budget": 300})
+    assert counts["sent"] - sent_before <= 200 + 200 * 1.5
     # the other classroom kept getting frames, and the flooder is still served
     await eventually(lambda: len(healthy["video"].pts) > frames_before + 20,
                      what="frames at the healthy classroom")
     assert flooder.pc.connectionState == "connected"
-
