@@ -92,6 +92,7 @@ MIN_AUDIO_SHARE = 0.90  # of the 50 Opus packets a second
 # Right after a move to audio only on 100 kbit/s the link still carries the video sent before
 # it (measured: 23 % of the audio lost for 2 s): there, sound must keep coming, each second.
 MIN_OUTAGE_AUDIO_SHARE = 0.50
+DRAIN_S = 1.5  # after a move to audio only, before video must have stopped
 WINDOW_S = 30.0  # the measured window
 MUTE_WINDOW_S = 15.0
 HOLD_S = 5.0  # unmoved at the low level: settled
@@ -752,10 +753,11 @@ def test_a_chromium_classroom_goes_audio_only_at_100_kbit_and_gets_video_back(
                 seen = await metric_levels(http, lesson)
                 report(f"link at {WORSE_KBIT} kbit/s: level audio after "
                        f"{at_audio - dropped_at:.1f} s ({info['reason']}); metrics {seen}")
-                # what was already on the way drains (the link's queue holds <= 300 ms); the
-                # controller's first probe up comes no sooner than one sample and 3 quiet
-                # seconds after the move, so for the next 2 s nothing may be decoded
-                await asyncio.sleep(0.5)  # a span of time
+                # what was already on the way is played out first (the link's queue holds
+                # <= 300 ms, the page's jitter buffer 400 ms); the controller's first probe
+                # up comes no sooner than one sample and 3 quiet seconds after the move, so
+                # in between, for 2 s, nothing may be decoded
+                await asyncio.sleep(DRAIN_S)  # a span of time
                 quiet = await page.measure(2.0)
                 audio_only = Window.of(quiet)
                 still = await level_of(http, lesson, session, page.token)
@@ -904,9 +906,9 @@ def test_an_aiortc_classroom_on_a_weak_link_is_reported_in_the_api_and_metrics(
                 report(f"link at {WORSE_KBIT} kbit/s: audio only after "
                        f"{at_audio - dropped_at:.1f} s ({info['reason']}); API {audio}; "
                        f"metrics {seen_audio}")
-                await asyncio.sleep(2.5)  # what was on the way drains, then 2 s of nothing
-                frames_after = weak.frames(at_audio + 0.5, at_audio + 2.5)
-                audio_packets = weak.audio(at_audio + 0.5, at_audio + 2.5)
+                await asyncio.sleep(DRAIN_S + 2)  # what was on the way drains, then 2 s of nothing
+                frames_after = weak.frames(at_audio + DRAIN_S, at_audio + DRAIN_S + 2)
+                audio_packets = weak.audio(at_audio + DRAIN_S, at_audio + DRAIN_S + 2)
                 still = await level_of(http, lesson, weak.session, weak.token)
 
                 restored_at = time.time()
