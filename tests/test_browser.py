@@ -211,7 +211,7 @@ async def test_teacher_page_publishes_and_classroom_pages_play(
     await teach.get_by_label("麦克风").select_option(await mics[-1].get_attribute("value"))
     await teach.wait_for_function(
         f"window.classcast.stream.getAudioTracks()[0].id !== {before!r} &&"
-        " window.classcast.session.pc.getSenders().some(s => s.track &&"
+        " window.classcast.session?.pc.getSenders().some(s => s.track &&"
         " s.track === window.classcast.stream.getAudioTracks()[0])")
     assert await teach.evaluate("window.classcast.session.location") == location
     await teach.get_by_text("摄像头、麦克风和视频编码").click()  # close the settings again
@@ -454,7 +454,7 @@ async def test_screen_share_reaches_the_classroom_as_a_second_picture(
     await teach.get_by_role("button", name="共享屏幕").click()
     await teach.wait_for_function(
         f"window.classcast.screen && {STATE} === 'live' &&"
-        " window.classcast.session.pc.getSenders().filter(s => s.track?.kind === 'video')"
+        " window.classcast.session?.pc.getSenders().filter(s => s.track?.kind === 'video')"
         ".length === 2")
     await classroom.wait_for_function(
         "Number(document.getElementById('quality').dataset.screenFrames || 0) > 20"

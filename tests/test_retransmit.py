@@ -47,6 +47,19 @@ def test_a_flood_is_capped_by_a_refilling_budget() -> None:
     assert sum(policy.allow(seq, None) for seq in range(1000, 1200)) == 50
 
 
+async def send_nack(receiver: RTCRtpReceiver, ssrc: int, seqs: list[int]) -> None:
+    """NACK `seqs` (consecutive, may wrap past 65535): one packet per ascending run, as
+    aiortc packs a list only in ascending order."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq > runs[-1][-1]:
+            runs[-1].append(seq)
+        else:
+            runs.append([seq])
+    for run in runs:
+        await receiver._send_rtcp_nack(ssrc, run)
+
+
 def video_receiver(session: WhipSession) -> RTCRtpReceiver:
     return next(t.receiver for t in session.pc.getTransceivers() if t.kind == "video")
 
@@ -68,7 +81,7 @@ async def test_repeated_and_flooding_nacks_over_real_peers(peers: Peers) -> None
     recent = stats.max_seq
     # the same packet asked for five times at once: resent once
     for _ in range(5):
-        await receiver._send_rtcp_nack(ssrc, [recent])
+        await send_nack(receiver, ssrc, [recent])
     counts: dict[str, float] = {}
 
     async def reach(expected: dict[str, float]) -> None:
@@ -86,8 +99,8 @@ async def test_repeated_and_flooding_nacks_over_real_peers(peers: Peers) -> None
     # longer keeps (its history is 128 packets), and they do not spend the budget
     frames_before = len(healthy["video"].pts)
     for start in range(0, 2000, 100):
-        await receiver._send_rtcp_nack(ssrc, [(recent - 2000 + n) & 0xFFFF
-                                              for n in range(start, start + 100)])
+        await send_nack(receiver, ssrc, [(recent - 2000 + n) & 0xFFFF
+                                         for n in range(start, start + 100)])
     await reach({"unavailable": 1800})
     assert counts["sent"] <= 1 + 128 and counts.get("over_budget", 0) == 0
     # a flood of packets it does keep, asked again every 120 ms (past the 100 ms window):
@@ -96,7 +109,7 @@ async def test_repeated_and_flooding_nacks_over_real_peers(peers: Peers) -> None
     await healthy["video"].wait_for(150)  # the sender now keeps 128 packets to resend
     for _ in range(10):
         newest = stats.max_seq
-        await receiver._send_rtcp_nack(ssrc, [(newest - 99 + n) & 0xFFFF for n in range(100)])
+        await send_nack(receiver, ssrc, [(newest - 99 + n) & 0xFFFF for n in range(100)])
         await asyncio.sleep(0.12)  # the flood's pace, not a wait for the server
     await reach({"over_budget": 300})
     assert counts["sent"] - sent_before <= 200 + 200 * 1.5
