@@ -86,7 +86,7 @@ CLIP_FPS = 30
 # Targets of issue 7 for the Chromium classroom on WEAK.
 MIN_FPS = 20.0
 MAX_FREEZE_S_PER_MIN = 2.0
-MIN_LOW_KBPS = 100.0  # a moving picture: the low rendition is nominally 250 kbit/s
+MIN_LOW_KBPS = 100.0  # a moving picture (the low rendition is nominally 200 kbit/s)
 MAX_CONCEALED = 0.10  # share of played audio samples the decoder had to invent (loss is 5 %)
 MIN_AUDIO_SHARE = 0.90  # of the 50 Opus packets a second
 # Right after a move to audio only on 100 kbit/s the link still carries the video sent before
@@ -418,6 +418,8 @@ class AiortcClassroom:
         assert self.session, f"{self.subject} did not join"
 
     async def close(self) -> None:
+        if self._thread.ident is None:
+            return  # never started (an earlier classroom failed to join)
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         await asyncio.to_thread(self._thread.join, 15)
