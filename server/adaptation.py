@@ -41,6 +41,7 @@ class LinkSample:
     loss: float | None = None  # fraction lost, from its latest receiver report
     nack_ratio: float | None = None  # packets NACKed / packets sent in the last interval
     rtt_s: float | None = None
+    report_age_s: float | None = None  # since its latest receiver report (None: never)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class Thresholds:
     failed_within_s: float = 15.0  # congestion this soon after a step up: the probe failed
     remb_warmup_s: float = 5.0  # a receiver's estimate starts low and ramps: not believed yet
     settle_s: float = 2.0  # after a step down, reports still describe the level left behind
+    silent_s: float = 5.0  # no receiver report this long: treated as a link that drops them
+    full_remb_margin: float = 1.4  # a probe of the full stream needs an estimate this far
+    # above what the low rendition sends (when there is an estimate): a receiver's estimate
+    # climbs to ~1.5x its incoming rate on a link with room, and stops below on one without
 
 
 class LevelController:
@@ -135,7 +140,7 @@ class LevelController:
             self._last_remb = remb
         self._loss = self._smooth(self._loss, sample.loss)
         self._nack = self._smooth(self._nack, sample.nack_ratio)
-        why = self._congestion(remb, climbing)
+        why = self._congestion(remb, climbing) or self._silence(sample)
         if why is not None:
             self._quiet_since = None
             self._congested += 1
@@ -161,6 +166,10 @@ class LevelController:
         higher = self._next(down=False)
         if higher is None or sample.at - self._quiet_since < self._up_after_s:
             return None
+        sending = self._bitrate(self.level)
+        if higher == Level.FULL and remb is not None and sending \
+                and remb < sending * self._t.full_remb_margin:
+            return None  # a link with no room above the low rendition: no probe
         return self._move(higher, f"link quiet for {sample.at - self._quiet_since:.0f} s",
                           sample.at, up=True)
 
@@ -174,6 +183,19 @@ class LevelController:
             # the estimate ramps up from what the old level sent: give it time
             self._remb_from = now + self._t.remb_warmup_s
             self._last_remb = None
+
+    def _silence(self, sample: LinkSample) -> str | None:
+        """A classroom that sends no receiver reports (a broken client, or a link that loses
+        everything it sends) cannot be judged: it must not keep the full stream forever on a
+        shared school uplink."""
+        if self.level == Level.AUDIO or self._remb_from is None:
+            return None
+        age = sample.report_age_s
+        if age is None:  # never reported: count from the first sample
+            age = sample.at - (self._remb_from - self._t.remb_warmup_s)
+        if age >= self._t.silent_s:
+            return f"no receiver reports for {age:.0f} s"
+        return None
 
     def _smooth(self, average: float | None, value: float | None) -> float | None:
         if value is None:

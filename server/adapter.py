@@ -126,7 +126,8 @@ class ClassroomAdapter:
         link = self._link
         return LinkSample(at=time.monotonic(), remb_bps=self._video.remb_bps,
                           loss=link.loss, nack_ratio=nack_ratio,
-                          rtt_s=None if link.rtt_ms is None else link.rtt_ms / 1000)
+                          rtt_s=None if link.rtt_ms is None else link.rtt_ms / 1000,
+                          report_age_s=link.report_age_s)
 
     def _apply(self, decision: Decision) -> None:
         previous = self._current_level()

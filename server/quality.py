@@ -32,6 +32,7 @@ class LinkQuality:
     packets_lost: int  # cumulative, as the peer reports it
     bytes_sent: int  # cumulative: what the next sample's bitrate is taken against
     sampled_at: float  # time.monotonic() of this sample
+    report_age_s: float | None = None  # since the peer's latest receiver report (None: none)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class _Report:
     jitter_units: float
     packets_lost: int
     clock_hz: int
+    at: float  # wall-clock time it arrived
 
 
 async def sample_link(session: PeerSession, previous: LinkQuality | None = None) -> LinkQuality:
@@ -64,7 +66,8 @@ async def sample_link(session: PeerSession, previous: LinkQuality | None = None)
             elif item.type == "remote-inbound-rtp":
                 reports.append(_Report(transceiver.kind, item.roundTripTime,
                                        float(item.fractionLost), float(item.jitter),
-                                       int(item.packetsLost), clock))
+                                       int(item.packetsLost), clock,
+                                       item.timestamp.timestamp()))
     kbps = None
     if previous is not None and now > previous.sampled_at and bytes_sent >= previous.bytes_sent:
         kbps = round((bytes_sent - previous.bytes_sent) * 8 / (now - previous.sampled_at) / 1000,
@@ -77,7 +80,7 @@ async def sample_link(session: PeerSession, previous: LinkQuality | None = None)
         loss=round(report.fraction_lost / 256, 4),  # RTCP's 8-bit fixed point fraction
         jitter_ms=round(report.jitter_units * 1000 / report.clock_hz, 1),
         kbps=kbps, packets_lost=sum(r.packets_lost for r in reports), bytes_sent=bytes_sent,
-        sampled_at=now)
+        sampled_at=now, report_age_s=round(time.time() - max(r.at for r in reports), 2))
 
 
 def _audio_clock(transceiver: object) -> int:

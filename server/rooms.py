@@ -75,7 +75,7 @@ class Room:
                                        join_keyframe_interval_s=join_keyframe_interval_s,
                                        telemetry=telemetry)
                        for slot, kind in SLOTS.items()}
-        # The camera again at 360p / 200 kbit/s for classrooms on weak links, made by the
+        # The camera again at 360p / 150 kbit/s for classrooms on weak links, made by the
         # relay only while one needs it (`server.transcode`).
         self.low: LowRendition | None = None
         if low is not None:

@@ -36,6 +36,7 @@ def feed(c: LevelController, start: float, seconds: int, **sample: float | None
          ) -> list[tuple[float, Level]]:
     """One sample a second; the (time, level) of every change."""
     changes = []
+    sample.setdefault("report_age_s", 0.5)  # the classroom reports, unless a test says not
     for n in range(seconds):
         decision = c.update(LinkSample(at=start + n, **sample))  # type: ignore[arg-type]
         if decision is not None:
@@ -55,8 +56,8 @@ def test_steps_down_fast_and_up_slowly() -> None:
     # the link recovers: low after 16 quiet seconds; once that held for 15 s the wait is 8 s
     # again. The estimate trails what the classroom receives, so it only has to keep climbing
     assert feed(c, 16, 20, remb_bps=400_000, loss=0.0) == [(31, Level.LOW)]
-    climbing = [c.update(LinkSample(at=36 + n, remb_bps=400_000 * 1.05 ** n, loss=0.0))
-                for n in range(12)]
+    climbing = [c.update(LinkSample(at=36 + n, remb_bps=400_000 * 1.05 ** n, loss=0.0,
+                                    report_age_s=0.5)) for n in range(12)]
     assert [(36 + n, d.level) for n, d in enumerate(climbing) if d] == [(46, Level.FULL)]
     # at full, an estimate well below what is sent that stops climbing is congestion
     assert feed(c, 52, 3, remb_bps=600_000, loss=0.0) == [(52, Level.LOW)]  # t = 47 too
@@ -82,7 +83,8 @@ def test_random_loss_keeps_the_low_rendition_and_only_far_worse_means_audio() ->
     c = controller(up_after_s=4)
     noise = [0.03, 0.09, 0.05, 0.08, 0.02, 0.07, 0.04, 0.09, 0.06, 0.03]
     assert feed(c, 0, 2, loss=0.5) == [(1, Level.LOW)]
-    changes = [c.update(LinkSample(at=2 + n, loss=noise[n % len(noise)])) for n in range(40)]
+    changes = [c.update(LinkSample(at=2 + n, loss=noise[n % len(noise)], report_age_s=0.5))
+               for n in range(40)]
     assert not any(changes) and c.level == Level.LOW  # never audio, never full
     assert feed(c, 42, 2, loss=0.5) == [(43, Level.AUDIO)]
     # sound only; the link comes back to its 5 %: the low rendition again, not full
@@ -110,6 +112,28 @@ def test_after_a_step_down_the_old_levels_reports_are_not_held_against_the_new_o
     assert feed(c, 2, 1, loss=0.5) == []
     assert feed(c, 3, 10, loss=0.05) == []  # then the low rendition's own: it holds
     assert c.level == Level.LOW
+
+
+def test_a_classroom_that_sends_no_reports_is_moved_down() -> None:
+    """A broken client (or a link that loses all it sends) must not keep the full stream on a
+    school uplink it may share: after 5 s without receiver reports it goes down a level at a
+    time, and stays there while it says nothing."""
+    c = controller()
+    assert feed(c, 0, 12, report_age_s=None) == [(6, Level.LOW), (8, Level.AUDIO)]
+    assert "no receiver reports" in c.reason
+    c = controller()
+    assert feed(c, 0, 4, report_age_s=0.5) == []
+    assert feed(c, 4, 8, report_age_s=6.0) == [(5, Level.LOW), (7, Level.AUDIO)]
+
+
+def test_no_probe_of_the_full_stream_without_room_for_it() -> None:
+    """On a 300 kbit/s link the low rendition fits and the estimate stops climbing near the
+    link's rate: no probe of the full stream, however clean the loss looks."""
+    c = controller(up_after_s=2)
+    c.pin(Level.LOW, now=0)
+    c.pin(None, now=0)
+    assert feed(c, 1, 20, loss=0.0, remb_bps=375_000) == []  # < 1.4 x 300 k sent
+    assert feed(c, 21, 5, loss=0.0, remb_bps=FULL_BPS) == [(21, Level.FULL)]  # quiet long since
 
 
 def test_the_estimate_is_not_believed_while_it_warms_up() -> None:

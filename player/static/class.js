@@ -19,6 +19,7 @@ const LEVEL_EVERY = 2; // ask the relay for this classroom's level every this ma
 // held on 300 kbit/s, 5 % loss, 80 ms with 400 ms; 0 fps without the low rendition at all).
 const WEAK_LINK_JITTER_MS = 400;
 const LOW_DATA_KEY = "classcast.lowData";
+const WEAK_LINK_GRACE_MS = 10_000;
 
 const room = roomFromPath();
 const token = tokenFromUrl();
@@ -204,7 +205,9 @@ async function keepWatching(signal) {
       show("live", "class.state.live");
       backoff.reset();
       const stats = watchStats(session, signal);
-      const why = await connectionLost(session.pc, { signal });
+      // a weak link's congestion can stop ICE consent for seconds: only give up on a session
+      // the relay still serves after WEAK_LINK_GRACE_MS of "disconnected"
+      const why = await connectionLost(session.pc, { signal, graceMs: WEAK_LINK_GRACE_MS });
       stats.stop();
       console.info("classroom connection lost:", why);
     } catch (err) {
