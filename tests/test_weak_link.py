@@ -766,9 +766,11 @@ def test_a_chromium_classroom_goes_audio_only_at_100_kbit_and_gets_video_back(
                 audio_only = Window.of(quiet)
                 still = await level_of(http, lesson, session, page.token)
                 report(f"audio only, {audio_only}")
+                # the page asks over the same thin link (HTTP, every 2 s, a stalled request
+                # given up after 4 s): allow it time
                 await page.page.wait_for_function(
                     "window.classcast.level && window.classcast.level.level === 'audio'"
-                    " && !document.getElementById('level').hidden")
+                    " && !document.getElementById('level').hidden", timeout=60_000)
                 badge = await page.page.locator("#level").inner_text()
 
                 restored_at = time.time()

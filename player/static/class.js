@@ -20,6 +20,7 @@ const LEVEL_EVERY = 2; // ask the relay for this classroom's level every this ma
 const WEAK_LINK_JITTER_MS = 400;
 const LOW_DATA_KEY = "classcast.lowData";
 const WEAK_LINK_GRACE_MS = 10_000;
+const LEVEL_TIMEOUT_MS = 4000;
 
 const room = roomFromPath();
 const token = tokenFromUrl();
@@ -297,6 +298,8 @@ function watchStats(current, signal) {
   let stalledS = 0;
   let screenStalledS = 0;
   let samples = 0;
+  /** @type {Promise<void>|null} a level request in flight */
+  let levelAsked = null;
   const loop = async () => {
     while (running && !signal.aborted) {
       try {
@@ -331,13 +334,16 @@ function watchStats(current, signal) {
           }
         }
         last = sample;
-        if (++samples % LEVEL_EVERY === 0) {
-          try {
-            level = await current.level();
+        if (++samples % LEVEL_EVERY === 0 && !levelAsked) {
+          // Not awaited: on a congested link the request can stall for seconds, and the
+          // quality line must go on meanwhile; a stalled one is given up for a fresh one.
+          levelAsked = current.level(AbortSignal.timeout(LEVEL_TIMEOUT_MS)).then((info) => {
+            level = info;
             tuneJitter(current);
-          } catch {
-            // the session is ending, or has no camera video: the next sample asks again
-          }
+            render();
+          }, () => {
+            // the session is ending, has no camera video, or the request stalled: ask again
+          }).finally(() => { levelAsked = null; });
         }
         render();
       } catch (err) {

@@ -349,12 +349,13 @@ class Session {
 
   /**
    * A classroom session's level (WHEP only): what the relay sends it now, and why.
+   * @param {AbortSignal} [signal] e.g. AbortSignal.timeout(…): a weak link can stall a request
    * @returns {Promise<{level: "full"|"low"|"audio", reason: string, pinned: string|null,
    *                    changes: number}>}
    */
-  async level() {
+  async level(signal = undefined) {
     const response = await request(`${this.location}/level`, {
-      headers: { Authorization: `Bearer ${this.token}` },
+      headers: { Authorization: `Bearer ${this.token}` }, signal,
     });
     if (!response.ok) throw await errorOf(response);
     return response.json();
