@@ -68,6 +68,11 @@ class ClassroomAdapter:
         self._switching = False
 
     @property
+    def link(self) -> LinkQuality | None:
+        """The classroom's link as last sampled (every `interval_s`)."""
+        return self._link
+
+    @property
     def info(self) -> LevelInfo:
         c = self.controller
         return LevelInfo(c.level.value, c.reason, c.pinned.value if c.pinned else None,

@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from server import tasks
 from server.quality import LinkQuality, sample_link
 from server.recording import SUBJECT as RECORDER_SUBJECT
 from server.relay import Relay
@@ -68,10 +69,8 @@ class ClassroomMonitor:
         self._task = asyncio.create_task(self._run(), name="classroom-monitor")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await tasks.stop(self._task)
+        self._task = None
 
     def classrooms(self, room: str) -> tuple[ClassroomInfo, ...]:
         live = self._relay.rooms.get(room)
@@ -107,6 +106,11 @@ class ClassroomMonitor:
                 if session.subject == RECORDER_SUBJECT or session.closed:
                     continue
                 seen.add(session.id)
+                adapter = self._relay.adapters.get(session.id)
+                if adapter is not None and adapter.link is not None:
+                    # its adapter reads this link every second already: no second getStats
+                    self._links[session.id] = adapter.link
+                    continue
                 try:
                     self._links[session.id] = await sample_link(session,
                                                                 self._links.get(session.id))
