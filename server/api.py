@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from recorder.manifest import LessonInfo
 from recorder.recorder import RecordingInfo
 from server.errors import BadRequest
-from server.http import claims
+from server.http import claims, json_body
 from server.keys import CLASSROOMS_KEY, RECORDINGS_KEY, REGISTRY_KEY, RELAY_KEY
 from server.rooms import RoomInfo
 
@@ -52,10 +52,7 @@ async def control_recording(request: web.Request) -> web.Response:
     who = claims(request)
     room = request.match_info["room"]
     who.require_publish(room)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest("the body must be JSON, e.g. {\"action\": \"start\"}") from exc
+    body = await json_body(request, 'the body must be JSON, e.g. {"action": "start"}')
     if not isinstance(body, dict) or body.get("action") not in ("start", "stop"):
         raise BadRequest('"action" must be "start" or "stop"')
     service = request.app[RECORDINGS_KEY]

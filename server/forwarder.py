@@ -149,7 +149,8 @@ class RoomTrack:
             return
         payloads = self._packetizer(frame.data)
         relay_frame = RelayFrame(frame, payloads, sum(map(len, payloads)), generation)
-        for subscriber in list(self._subscribers):
+        # (no copy: an offer that completes a switch leaves the subscriber's *old* track)
+        for subscriber in self._subscribers:
             subscriber.offer(relay_frame, self)
 
     def _remember(self, frame: EncodedFrame, generation: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -98,6 +99,14 @@ def claims(request: web.Request) -> Claims:
                            "(mint one with 'classcast token')",
                            headers={"WWW-Authenticate": 'Bearer realm="classcast"'})
     return request.app[ISSUER_KEY].verify(token)
+
+
+async def json_body(request: web.Request, message: str) -> Any:
+    """The request's JSON body; BadRequest(`message`) if it is not JSON."""
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise BadRequest(message) from exc
 
 
 async def read_body(request: web.Request, content_type: str, limit: int) -> str:

@@ -15,7 +15,7 @@ from catalog.errors import CatalogError
 from catalog.index import Page, Query
 from catalog.models import Lesson, questions_from_manifest
 from server.errors import BadRequest, Forbidden, NotFound
-from server.http import claims
+from server.http import claims, json_body
 from server.keys import CATALOG_KEY, PROXY_PLAYBACK_KEY, SETTINGS_KEY
 from server.tokens import Claims, Role
 
@@ -154,10 +154,7 @@ async def edit(request: web.Request) -> web.Response:
     lesson = await catalog.get(request.match_info["id"], check=False)
     if not _may_edit(who, lesson):
         raise Forbidden("only the lesson's teacher or an admin may edit it")
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest('the body must be JSON, e.g. {"title": "…"}') from exc
+    body = await json_body(request, 'the body must be JSON, e.g. {"title": "…"}')
     if not isinstance(body, dict) or not body or set(body) - {"title", "description", "tags"}:
         raise BadRequest('send any of "title", "description", "tags"')
     title = body.get("title")
@@ -206,10 +203,7 @@ async def reindex(request: web.Request) -> web.Response:
 async def add_manifest(request: web.Request) -> web.Response:
     """Index one manifest already in the bucket, e.g. after `classcast catalog import` (admin)."""
     claims(request).require_admin()
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest('the body must be JSON: {"key": "lessons/<id>/manifest.json"}') from exc
+    body = await json_body(request, 'the body must be JSON: {"key": "lessons/<id>/manifest.json"}')
     key = body.get("key") if isinstance(body, dict) else None
     if not isinstance(key, str) or not key.endswith("/manifest.json"):
         raise BadRequest('"key" must be the object key of a manifest.json')

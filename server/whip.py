@@ -12,7 +12,7 @@ from aiohttp import web
 from server import sdp
 from server.adaptation import Level
 from server.errors import BadRequest, Conflict, Unprocessable
-from server.http import CORS_HEADERS, claims, read_body
+from server.http import CORS_HEADERS, claims, json_body, read_body
 from server.keys import RELAY_KEY, SETTINGS_KEY
 from server.sessions import PeerSession, Role
 
@@ -117,10 +117,7 @@ async def put_level(request: web.Request) -> web.Response:
     """`{"pin": "low"}` keeps the classroom at the low rendition or below ("低流量模式"),
     `{"pin": "audio"}` at audio only, `{"pin": null}` lets its link decide again."""
     session = _session(request, Role.SUBSCRIBER)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest('the body must be JSON, e.g. {"pin": "low"}') from exc
+    body = await json_body(request, 'the body must be JSON, e.g. {"pin": "low"}')
     pins = [level.value for level in Level]
     if not isinstance(body, dict) or "pin" not in body or (
             body["pin"] is not None and body["pin"] not in pins):

@@ -18,7 +18,7 @@ from server.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from server.http import claims
+from server.http import claims, json_body
 from server.keys import (
     ATTENDANCE_KEY,
     ISSUER_KEY,
@@ -38,10 +38,7 @@ MAX_CSV_BYTES = 5 * 1024 * 1024
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest("the body must be a JSON object") from exc
+    body = await json_body(request, "the body must be a JSON object")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
